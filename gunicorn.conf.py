@@ -1,0 +1,45 @@
+"""gunicorn settings for relay.  It never imports relay: gevent must patch sockets before requests/ssl load.
+
+Each setting reads its environment variable so a PaaS (Heroku-style ``PORT``/``WEB_CONCURRENCY``) can
+drive it; relay's own settings are documented in the README.
+"""
+
+import os
+
+# -- where to listen --------------------------------------------------------------------------------
+# PaaS routers give the port in $PORT.
+bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
+
+# -- workers ----------------------------------------------------------------------------------------
+# One process per core is enough: each gevent worker holds thousands of concurrent streams.
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gevent"
+# Concurrent connections per worker (open streams count).
+worker_connections = int(os.environ.get("RELAY_WORKER_CONNECTIONS", "10000"))
+# Never preload: each worker builds its own app (and upstream connection pool) after gevent has patched.
+preload_app = False
+
+# gunicorn 27's control socket lives at one fixed path per user: several relays on one box would clash.
+control_socket_disable = True
+
+# -- timeouts ---------------------------------------------------------------------------------------
+# Heartbeat timeout for a stuck worker; streams are fine (gevent workers heartbeat between greenlets).
+timeout = int(os.environ.get("RELAY_WORKER_TIMEOUT", "60"))
+# On SIGTERM: stop accepting, give in-flight requests and streams this long, then flush usage and exit.
+graceful_timeout = int(os.environ.get("RELAY_GRACEFUL_TIMEOUT", "30"))
+keepalive = 75
+
+# -- logging ----------------------------------------------------------------------------------------
+# relay writes its own JSON access log; gunicorn's would repeat it (and could carry ?key= in URLs).
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("RELAY_LOG_LEVEL", "info")
+# Allow the huge single-line request bodies Google accepts; request *lines* stay bounded.
+limit_request_field_size = 16384
+
+
+def worker_exit(server, worker):
+    """Write whatever usage is still queued before the worker process goes away."""
+    shutdown = getattr(getattr(worker, "wsgi", None), "relay_shutdown", None)
+    if shutdown is not None:
+        shutdown()

@@ -1,0 +1,107 @@
+"""This module provides what every request goes through: a request id, one error handler, the access log.
+
+Errors have one way out: anything raised as a :class:`RelayError` (or a Werkzeug HTTP error, or a bug)
+is rendered in Google's shape here.  The access-log line and the usage row are written when the response
+body is finished — for streams, after the last event or the client's disconnect.
+"""
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Response, g, request
+from werkzeug.exceptions import HTTPException
+
+from relay import accesslog
+from relay.errors import (
+    InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
+)
+from relay.services import current
+
+log = logging.getLogger("relay")
+
+HTTP_ERRORS = {
+    404: lambda: NotFound("The requested URL was not found on this relay. See the README for the endpoints."),
+    405: lambda: MethodNotAllowed(f"Method {request.method} is not allowed for this resource."),
+    413: lambda: PayloadTooLarge(
+        f"Request payload size exceeds the limit: {current().settings.max_body_bytes} bytes."),
+}
+
+
+def init_app(app):
+    app.before_request(_start)
+    app.after_request(_finish)
+    app.register_error_handler(RelayError, render_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _start():
+    g.request_id = uuid.uuid4().hex
+    g.started = time.perf_counter()
+
+
+def render_error(error):
+    """A RelayError as Google renders it; stream requests get Google's stream-shaped variants."""
+    call = g.get("call")
+    body = error.to_json()
+    content_type = "application/json; charset=UTF-8"
+    if call is not None:
+        call.status = error.code
+        if call.stream == "array":
+            body = b"[" + body + b"]"
+        elif call.stream == "sse":
+            content_type = "text/event-stream"  # Google keeps it on pre-stream errors; the body is plain JSON
+    response = Response(body, status=error.code, content_type=content_type)
+    for name, value in error.headers.items():
+        response.headers[name] = value
+    return response
+
+
+def _http_error(error):
+    make = HTTP_ERRORS.get(error.code)
+    if make is not None:
+        return render_error(make())
+    relay_error = InvalidArgument(error.description or "Bad request.") if error.code == 400 else RelayError(error.description)
+    relay_error.code = error.code
+    return render_error(relay_error)
+
+
+def _unexpected(error):
+    log.exception("unexpected error in request %s", g.get("request_id"))
+    return render_error(Internal(f"Internal error encountered. Request id: {g.get('request_id')}."))
+
+
+_CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def route_name(call):
+    """A readable route for the log: ``/{version}/models/{model}:generateContent`` (never the raw URL)."""
+    if request.url_rule is None:
+        return "(unmatched)"
+    rule = request.url_rule.rule
+    if call is not None and rule.endswith("<target>"):
+        rule = rule[: -len("<target>")] + "<model>:" + call.method
+    return _CONVERTER.sub(lambda match: "{" + match.group(1) + "}", rule)
+
+
+def _finish(response):
+    request_id = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-Id"] = request_id
+    call = g.get("call")
+    http_method = request.method
+    route = route_name(call)
+    started = g.get("started") or time.perf_counter()
+    status = response.status_code
+    services = current()
+
+    def done():
+        if call is not None:
+            call.latency_ms = (time.perf_counter() - call.started) * 1000
+            call.status = call.status or status
+            services.finished(call)
+        accesslog.write(accesslog.access_line(request_id, http_method, route, call.status if call else status, started, call))
+
+    response.call_on_close(done)
+    return response

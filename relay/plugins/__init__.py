@@ -1,0 +1,120 @@
+"""This package provides relay's plugin registry and the default plugins, in their fixed order.
+
+A plugin is a plain object with a unique ``name`` whose method names are hooks from :data:`HOOKS`
+(the contract, written once, here).  Plugins are pure: they see the request body, parsed responses and
+their own per-call scratch, and do no I/O, read no Flask globals and keep nothing per request on
+``self`` (one instance serves every greenlet).  :class:`Registry` checks each plugin when it is
+registered — unknown hook names, wrong arguments and duplicate names or suffixes fail loudly — and calls
+hooks in registration order.
+"""
+
+import inspect
+from dataclasses import dataclass, field
+
+HOOKS = {
+    # hook: (arguments after ctx, what it does)
+    "resolve_model": (("model",), "Return the upstream model name for `model` (or None to keep it); runs as a chain."),
+    "rewrite_request": (("body",), "Change the parsed request body in place; return True if it changed."),
+    "pinned_cache": (("body",), "Return the cachedContent name the request depends on, or None."),
+    "list_models": (("body",), "Change a models.list/get response body in place; return True if it changed."),
+    "read_timeout": ((), "Return a read timeout in seconds for this call, or None."),
+}
+ATTRIBUTES = {"name", "suffixes"}
+
+
+@dataclass
+class PluginContext:
+    """What a hook may know about the call; ``scratch`` is per call and per plugin."""
+
+    method: str
+    requested_model: str | None = None
+    upstream_model: str | None = None
+    scratch: dict = field(default_factory=dict)
+
+    def scratch_for(self, plugin):
+        return self.scratch.setdefault(plugin.name, {})
+
+
+class PluginError(Exception):
+    """A plugin does not fit the contract."""
+
+
+class Registry:
+    def __init__(self, plugins=()):
+        self.plugins = []
+        self._hooks = {hook: [] for hook in HOOKS}
+        for plugin in plugins:
+            self.register(plugin)
+
+    def register(self, plugin):
+        name = getattr(plugin, "name", None)
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{plugin!r} has no name")
+        if any(existing.name == name for existing in self.plugins):
+            raise PluginError(f"a plugin named {name!r} is already registered")
+        taken = {suffix for existing in self.plugins for suffix in getattr(existing, "suffixes", ())}
+        clash = taken & set(getattr(plugin, "suffixes", ()))
+        if clash:
+            raise PluginError(f"plugin {name!r} claims model suffixes already taken: {sorted(clash)}")
+        hooks = []
+        for attribute in dir(plugin):
+            if attribute.startswith("_") or attribute in ATTRIBUTES:
+                continue
+            if attribute not in HOOKS:
+                raise PluginError(f"plugin {name!r}: {attribute!r} is not a hook; hooks are {', '.join(HOOKS)}")
+            expected = ("ctx", *HOOKS[attribute][0])
+            params = tuple(inspect.signature(getattr(plugin, attribute)).parameters)
+            if params != expected:
+                raise PluginError(f"plugin {name!r}: {attribute}{params} should take {expected}")
+            hooks.append(attribute)
+        self.plugins.append(plugin)
+        for hook in hooks:
+            self._hooks[hook].append(plugin)
+
+    def resolve_model(self, ctx, model):
+        for plugin in self._hooks["resolve_model"]:
+            model = plugin.resolve_model(ctx, model) or model
+        return model
+
+    def rewrite_request(self, ctx, body):
+        changed = False
+        for plugin in self._hooks["rewrite_request"]:
+            changed = bool(plugin.rewrite_request(ctx, body)) or changed
+        return changed
+
+    def pinned_cache(self, ctx, body):
+        for plugin in self._hooks["pinned_cache"]:
+            name = plugin.pinned_cache(ctx, body)
+            if name:
+                return name
+        return None
+
+    def list_models(self, ctx, body):
+        changed = False
+        for plugin in self._hooks["list_models"]:
+            changed = bool(plugin.list_models(ctx, body)) or changed
+        return changed
+
+    def read_timeout(self, ctx):
+        for plugin in self._hooks["read_timeout"]:
+            seconds = plugin.read_timeout(ctx)
+            if seconds:
+                return seconds
+        return None
+
+    def wants(self, hook):
+        return bool(self._hooks[hook])
+
+
+def default_registry(settings):
+    """The plugins relay runs, in order: thinking suffixes, aliases, cache affinity, image passthrough."""
+    from relay.plugins.aliases import Aliases
+    from relay.plugins.caching import CacheAffinity
+    from relay.plugins.images import ImagePassthrough
+    from relay.plugins.thinking import ThinkingSuffixes
+
+    plugins = [ThinkingSuffixes(list_variants=settings.thinking_variants)]
+    if settings.aliases:
+        plugins.append(Aliases(settings.aliases))
+    plugins += [CacheAffinity(), ImagePassthrough(settings.model_read_timeouts)]
+    return Registry(plugins)

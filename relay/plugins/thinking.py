@@ -1,0 +1,201 @@
+"""This module provides the thinking-suffix plugin: ``gemini-2.5-flash-thinking-8192`` → a thinkingConfig.
+
+Suffixes: ``-thinking`` (include thoughts, dynamic budget), ``-thinking-<N>`` (budget N), ``-nothinking``
+(as little thinking as the model allows), ``-thinking-minimal|low|medium|high``.  The suffix is stripped
+from the model the upstream sees and mapped per model family, following Google's documented limits:
+Gemini 2.5 takes a token budget (clamped to the family's range), Gemini 3 and later a thinking level
+(budgets map to levels, unsupported levels to the nearest supported one).  Whatever the client set in
+``thinkingConfig`` itself wins, field by field.
+"""
+
+import re
+from dataclasses import dataclass
+
+SUFFIX = re.compile(r"^(?P<base>.+?)-(?:(?P<off>nothinking)|thinking(?:-(?P<arg>\d+|minimal|low|medium|high))?)$")
+LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+LEVEL_BUDGETS = {"MINIMAL": 512, "LOW": 1024, "MEDIUM": 8192, "HIGH": None}  # None: the family's maximum
+VARIANTS = ("-thinking", "-nothinking", "-thinking-low", "-thinking-medium", "-thinking-high")
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    budget_min: int = 0
+    budget_max: int = 24576
+    can_disable: bool = True
+    lowest_nonzero: int = 1
+    levels: tuple = ()  # non-empty: the family takes thinkingLevel, not a budget
+
+
+GEMINI_25_PRO = Family("gemini-2.5-pro", budget_min=128, budget_max=32768, can_disable=False)
+GEMINI_25_FLASH = Family("gemini-2.5-flash")
+GEMINI_25_FLASH_LITE = Family("gemini-2.5-flash-lite", lowest_nonzero=512)
+GEMINI_3_PRO = Family("gemini-3-pro", levels=("LOW", "HIGH"))
+GEMINI_3_FLASH = Family("gemini-3-flash", levels=LEVELS)
+GEMINI_3_LATER = Family("gemini-3+", levels=("LOW", "MEDIUM", "HIGH"))
+_GENERATION = re.compile(r"^gemini-(\d+)(?:\.(\d+))?-")
+
+
+def family_of(model):
+    """The thinking family of a model id, or None when relay does not know it (suffix applied as written)."""
+    if model.startswith("gemini-2.5-pro"):
+        return GEMINI_25_PRO
+    if model.startswith("gemini-2.5-flash-lite"):
+        return GEMINI_25_FLASH_LITE
+    if model.startswith("gemini-2.5-flash") and "image" not in model:
+        return GEMINI_25_FLASH
+    match = _GENERATION.match(model)
+    if match and int(match.group(1)) >= 3:
+        if model.startswith("gemini-3-pro"):
+            return GEMINI_3_PRO
+        if model.startswith("gemini-3-flash"):
+            return GEMINI_3_FLASH
+        return GEMINI_3_LATER
+    return None
+
+
+def parse_suffix(model):
+    """``(base model, kind, argument)`` for a suffixed name, else None; kind is thinking or nothinking."""
+    match = SUFFIX.match(model)
+    if not match:
+        return None
+    if match.group("off"):
+        return match.group("base"), "nothinking", None
+    return match.group("base"), "thinking", match.group("arg")
+
+
+def clamp_budget(family, budget):
+    if budget == -1:
+        return -1
+    if budget == 0 and family.can_disable:
+        return 0
+    budget = max(family.budget_min, min(family.budget_max, budget))
+    return max(budget, family.lowest_nonzero) if budget else budget
+
+
+def nearest_level(family, level):
+    if level in family.levels:
+        return level
+    wanted = LEVELS.index(level)
+    # Ties go to the higher level: asking for more thought than a model offers beats asking for less.
+    return min(family.levels, key=lambda candidate: (abs(LEVELS.index(candidate) - wanted), -LEVELS.index(candidate)))
+
+
+def level_for_budget(budget):
+    if budget == 0:
+        return "MINIMAL"
+    if budget == -1:
+        return None
+    return "LOW" if budget <= 1024 else "MEDIUM" if budget <= 8192 else "HIGH"
+
+
+def suffix_config(family, kind, arg):
+    """The thinkingConfig (camelCase) a suffix asks for on a model of ``family`` (None: unknown model)."""
+    if family is None:
+        if kind == "nothinking":
+            return {"thinkingBudget": 0}
+        if arg is None:
+            return {"includeThoughts": True, "thinkingBudget": -1}
+        if arg.isdigit():
+            return {"includeThoughts": True, "thinkingBudget": int(arg)}
+        return {"includeThoughts": True, "thinkingLevel": arg.upper()}
+    if kind == "nothinking":
+        if family.levels:
+            return {"includeThoughts": False, "thinkingLevel": family.levels[0]}
+        return {"includeThoughts": False, "thinkingBudget": 0 if family.can_disable else family.budget_min}
+    config = {"includeThoughts": True}
+    if family.levels:
+        level = None if arg is None else (level_for_budget(int(arg)) if arg.isdigit() else arg.upper())
+        if level is not None:
+            config["thinkingLevel"] = nearest_level(family, level)
+        return config
+    if arg is None:
+        budget = -1
+    elif arg.isdigit():
+        budget = int(arg)
+    else:
+        budget = LEVEL_BUDGETS[arg.upper()] or family.budget_max
+    config["thinkingBudget"] = clamp_budget(family, budget)
+    return config
+
+
+def _child(mapping, camel, snake):
+    """The dict under ``camel`` or ``snake`` (creating ``camel``) and the spelling in use."""
+    for key in (camel, snake):
+        value = mapping.get(key)
+        if isinstance(value, dict):
+            return value
+    mapping[camel] = {}
+    return mapping[camel]
+
+
+def merge_thinking(body, wanted):
+    """Add ``wanted`` thinkingConfig fields the client did not set itself; True if anything was added."""
+    generation = _child(body, "generationConfig", "generation_config")
+    thinking = _child(generation, "thinkingConfig", "thinking_config")
+    present = set(thinking)
+    has_amount = present & {"thinkingBudget", "thinking_budget", "thinkingLevel", "thinking_level"}
+    changed = False
+    for name, value in wanted.items():
+        if name in ("thinkingBudget", "thinkingLevel") and has_amount:
+            continue
+        if name == "includeThoughts" and present & {"includeThoughts", "include_thoughts"}:
+            continue
+        thinking[name] = value
+        changed = True
+    return changed
+
+
+class ThinkingSuffixes:
+    name = "thinking"
+    suffixes = ("-thinking", "-thinking-<N>", "-nothinking", "-thinking-minimal", "-thinking-low",
+                "-thinking-medium", "-thinking-high")
+
+    def __init__(self, list_variants=True):
+        self._list_variants = list_variants
+
+    def resolve_model(self, ctx, model):
+        parsed = parse_suffix(model)
+        if parsed is None:
+            return None
+        base, kind, arg = parsed
+        ctx.scratch_for(self).update(kind=kind, arg=arg, base=base)
+        return base
+
+    def rewrite_request(self, ctx, body):
+        scratch = ctx.scratch_for(self)
+        if "kind" not in scratch or ctx.method not in ("generateContent", "streamGenerateContent", "countTokens"):
+            return False
+        if ctx.method == "countTokens":
+            inner = body.get("generateContentRequest") or body.get("generate_content_request")
+            if not isinstance(inner, dict):
+                return False  # countTokens with plain contents has no generationConfig to carry thinking
+            body = inner
+        wanted = suffix_config(family_of(scratch["base"]), scratch["kind"], scratch["arg"])
+        return merge_thinking(body, wanted)
+
+    def list_models(self, ctx, body):
+        if isinstance(body.get("models"), list):
+            if not self._list_variants:
+                return False
+            listed = []
+            for model in body["models"]:
+                listed.append(model)
+                if isinstance(model, dict) and model.get("thinking") and isinstance(model.get("name"), str):
+                    listed.extend(_variant(model, suffix) for suffix in VARIANTS)
+            changed = len(listed) != len(body["models"])
+            body["models"] = listed
+            return changed
+        requested = ctx.requested_model or ""
+        if requested != ctx.upstream_model and isinstance(body.get("name"), str) and parse_suffix(requested):
+            body.update(_variant(body, requested[len(parse_suffix(requested)[0]):]))
+            return True
+        return False
+
+
+def _variant(model, suffix):
+    variant = dict(model)
+    variant["name"] = model["name"] + suffix
+    if isinstance(model.get("displayName"), str):
+        variant["displayName"] = f"{model['displayName']} ({suffix.lstrip('-')})"
+    return variant

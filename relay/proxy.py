@@ -1,0 +1,294 @@
+"""This module provides the forwarding core: one request in, attempts upstream with failover, bytes back out.
+
+A view builds a :class:`Call` (what was asked, by whom, with which body) and hands it to :func:`forward`.
+Before any byte reaches the client, failures move on to the next key or upstream; after the first byte
+nothing is retried and a failure ends the stream with one in-band error.  Bodies are relayed as the
+upstream sent them: streams event by event, large unary bodies chunk by chunk, never parsed whole.
+"""
+
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import orjson
+from flask import Response
+
+from relay import framing
+from relay.errors import DeadlineExceeded, Unavailable, parse_duration
+from relay.upstream.http import READ_ERRORS, UpstreamFailure, iter_body, read_limited, send
+from relay.upstream.pool import Target
+
+RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+ERROR_BODY_LIMIT = 1024 * 1024
+SMALL_BODY = 1024 * 1024
+INSPECT_LIMIT = 64 * 1024 * 1024
+USAGE_TAIL = 256 * 1024
+# Request headers worth passing on; everything else (cookies, credentials, hop-by-hop) stays here.
+FORWARD_REQUEST_HEADERS = (
+    "Content-Type", "Accept", "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project",
+    "X-Server-Timeout", "X-Goog-Request-Reason", "X-Goog-FieldMask", "Accept-Language",
+)
+DROP_RESPONSE_HEADERS = {
+    "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",
+    "alt-svc", "set-cookie", "proxy-authenticate", "trailer", "upgrade",
+}
+
+
+@dataclass
+class Call:
+    """Everything about one relayed request, filled in as it goes (the access log and usage read it)."""
+
+    request_id: str
+    http_method: str
+    version: str
+    route: str
+    resource: str  # upstream path after the version, e.g. "models/gemini-2.5-flash:generateContent"
+    method: str  # generateContent, models.list, cachedContents.get, ...
+    query: list
+    headers: dict
+    client: object = None
+    requested_model: str | None = None
+    upstream_model: str | None = None
+    body: bytes | None = None
+    parsed: dict | None = None
+    stream: str | None = None  # "sse", "array" or None
+    pinned_key_id: str | None = None
+    read_timeout: float | None = None
+    inspect: object = None  # callable(call, body bytes) -> new bytes or None, for bodies relay must read
+    scratch: dict = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    ts: float = field(default_factory=time.time)
+    target: Target | None = None
+    attempts: int = 0
+    upstream_status: int | None = None
+    status: int | None = None
+    usage: dict | None = None
+    first_byte_ms: float | None = None
+    aborted: str | None = None  # "client" or "upstream"
+    latency_ms: float = 0.0
+
+    @staticmethod
+    def new_id():
+        return uuid.uuid4().hex
+
+
+def forward(call, services):
+    """Relay ``call`` upstream and return the Flask response (streamed or not)."""
+    upstream, target = open_upstream(call, services)
+    call.target = target
+    if isinstance(upstream, bytes):  # an upstream error body, already read
+        return upstream_error_response(call, upstream)
+    headers = response_headers(upstream.headers)
+    if call.stream:
+        return Response(relay_stream(call, upstream), status=upstream.status_code, headers=headers, direct_passthrough=True)
+    length = upstream.headers.get("Content-Length")
+    if call.inspect is not None or (length is not None and length.isdigit() and int(length) <= SMALL_BODY):
+        body = read_limited(upstream, INSPECT_LIMIT)
+        call.status = upstream.status_code
+        if call.inspect is not None:
+            body = call.inspect(call, body) or body
+        call.usage = framing.find_usage(body) if call.method != "countTokens" else None
+        return Response(body, status=upstream.status_code, headers=headers)
+    return Response(relay_unary_chunks(call, upstream), status=upstream.status_code, headers=headers, direct_passthrough=True)
+
+
+def open_upstream(call, services):
+    """Try targets in order until one answers 2xx or a non-retryable error; return (response|error body, target)."""
+    settings = services.settings
+    targets = plan_targets(call, services)
+    deadline = time.monotonic() + settings.retry_deadline
+    url = upstream_url(call)
+    last_failure = None
+    last_error = None
+    for target in targets[: settings.max_attempts]:
+        if call.attempts and time.monotonic() > deadline:
+            break
+        call.attempts += 1
+        call.target = target
+        headers = dict(call.headers)
+        headers["x-goog-api-key"] = target.key if target.key is not None else call.client.passthrough_key
+        timeout = (target.upstream.connect_timeout or settings.connect_timeout,
+                   call.read_timeout or target.upstream.read_timeout or settings.read_timeout)
+        try:
+            response = send(services.session, call.http_method, target.upstream.url + url, headers, call.body, timeout)
+        except UpstreamFailure as failure:
+            services.record(call, target, "connection_error", failure.reason)
+            last_failure, last_error = failure, None
+            continue
+        call.upstream_status = response.status_code
+        if response.status_code < 400:
+            services.record(call, target, "ok")
+            return response, target
+        error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), target, call)
+        outcome, retry_delay = classify_error(response.status_code, error_body)
+        services.record(call, target, outcome, retry_delay=retry_delay)
+        last_error = (response.status_code, response.headers, error_body)
+        last_failure = None
+        if outcome in ("ok", "caller_error"):
+            break
+    if last_error is not None:
+        status, headers, body = last_error
+        call.scratch["error_headers"] = headers
+        return body, call.target
+    if last_failure is not None and last_failure.reason == "timeout":
+        raise DeadlineExceeded("The upstream did not answer in time.")
+    raise Unavailable("The upstream service is unreachable. Please try again later.")
+
+
+def plan_targets(call, services):
+    if not services.settings.managed:
+        upstreams = services.pool.serving(call.upstream_model) or list(services.settings.upstreams)
+        return [Target(upstreams[0], None, "passthrough")]
+    return services.pool.plan(call.upstream_model, pinned_key_id=call.pinned_key_id)
+
+
+def upstream_url(call):
+    query = f"?{urlencode(call.query)}" if call.query else ""
+    return f"/{call.version}/{call.resource}{query}"
+
+
+def classify_error(status, body):
+    """What an upstream error means for the key: (outcome, retry_delay seconds or None)."""
+    info = _error_info(body)
+    if status == 429:
+        return "rate_limited", info.get("retry_delay")
+    if status == 400 and info.get("reason") == "API_KEY_INVALID":
+        return "key_invalid", None
+    if status == 403 and (info.get("reason") in KEY_REASONS or _mentions_key(info.get("message", ""))):
+        return "key_invalid", None
+    if status in RETRYABLE_STATUS:
+        return "server_error", None
+    return "caller_error", None
+
+
+KEY_REASONS = {
+    "API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED", "API_KEY_IP_ADDRESS_BLOCKED",
+    "CONSUMER_SUSPENDED", "SERVICE_DISABLED", "API_KEY_EXPIRED",
+}
+
+
+def _mentions_key(message):
+    lowered = message.lower()
+    return "api key" in lowered or "consumer" in lowered or "suspended" in lowered
+
+
+def _error_info(body):
+    try:
+        error = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {}
+    if isinstance(error, list) and len(error) == 1:
+        error = error[0]
+    error = error.get("error") if isinstance(error, dict) else None
+    if not isinstance(error, dict):
+        return {}
+    info = {"message": str(error.get("message", ""))}
+    for detail in error.get("details") or ():
+        if not isinstance(detail, dict):
+            continue
+        if detail.get("@type", "").endswith("RetryInfo"):
+            info["retry_delay"] = parse_duration(detail.get("retryDelay"))
+        if detail.get("@type", "").endswith("ErrorInfo"):
+            info["reason"] = detail.get("reason")
+    return info
+
+
+def scrub(body, target, call):
+    """Remove any key (upstream or the caller's) that an upstream error body might echo back."""
+    for secret in (target.key, getattr(call.client, "passthrough_key", None)):
+        if secret and len(secret) >= 8:
+            body = body.replace(secret.encode(), b"[redacted]")
+    return body
+
+
+def upstream_error_response(call, body):
+    call.status = call.upstream_status
+    upstream_headers = call.scratch.pop("error_headers", {})
+    headers = response_headers(upstream_headers)
+    headers.setdefault("Content-Type", "application/json; charset=UTF-8")
+    return Response(body, status=call.upstream_status, headers=headers)
+
+
+def response_headers(upstream_headers):
+    return {name: value for name, value in upstream_headers.items() if name.lower() not in DROP_RESPONSE_HEADERS}
+
+
+# -- bodies ---------------------------------------------------------------------------------------
+
+
+def relay_stream(call, upstream):
+    """Forward an upstream stream unit by unit (SSE event or JSON-array element), ending in-band on failure."""
+    splitter = framing.SseSplitter() if call.stream == "sse" else framing.JsonArraySplitter()
+    payload_of = framing.SseSplitter.data if call.stream == "sse" else framing.JsonArraySplitter.element
+    call.status = upstream.status_code
+    failure = None
+    try:
+        try:
+            for chunk in iter_body(upstream):
+                for unit in splitter.feed(chunk):
+                    if call.first_byte_ms is None:
+                        call.first_byte_ms = (time.perf_counter() - call.started) * 1000
+                    usage = _unit_usage(unit, payload_of)
+                    if usage is not None:
+                        call.usage = usage
+                    yield unit
+            clean = splitter.finished if call.stream == "array" else (splitter.pending == 0 or splitter.pending_is_blank)
+            if not clean:
+                failure = Unavailable("The upstream stream ended before the response was complete.")
+        except framing.FramingError:
+            failure = Unavailable("The upstream sent a malformed stream.")
+        except READ_ERRORS as exc:
+            failure = _read_failure(exc)
+        finally:
+            upstream.close()
+        if failure is not None:
+            call.aborted = "upstream"
+            error_json = orjson.dumps(failure.to_dict())
+            if call.stream == "sse":
+                yield framing.sse_event(error_json)
+            else:
+                yield framing.json_array_error_tail(splitter, error_json)
+    except GeneratorExit:
+        call.aborted = call.aborted or "client"
+        raise
+
+
+def relay_unary_chunks(call, upstream):
+    """Forward a large unary body chunk by chunk, keeping only its tail to read usageMetadata from."""
+    call.status = upstream.status_code
+    tail, tail_size = deque(), 0
+    try:
+        try:
+            for chunk in iter_body(upstream):
+                if call.first_byte_ms is None:
+                    call.first_byte_ms = (time.perf_counter() - call.started) * 1000
+                tail.append(chunk)
+                tail_size += len(chunk)
+                while tail_size - len(tail[0]) >= USAGE_TAIL:
+                    tail_size -= len(tail.popleft())
+                yield chunk
+            call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
+        except READ_ERRORS:
+            # Headers and part of the body are out: all we can do is end the response early.
+            call.aborted = "upstream"
+        finally:
+            upstream.close()
+    except GeneratorExit:
+        call.aborted = call.aborted or "client"
+        raise
+
+
+def _unit_usage(unit, payload_of):
+    if len(unit) <= 65536:
+        payload = payload_of(unit)
+        return framing.find_usage(payload) if payload else None
+    return framing.tail_usage(unit[-USAGE_TAIL:])
+
+
+def _read_failure(exc):
+    name = type(exc).__name__.lower()
+    if "timeout" in name:
+        return DeadlineExceeded("The upstream stopped sending data (idle timeout).")
+    return Unavailable("The upstream connection was interrupted before the response was complete.")

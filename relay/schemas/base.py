@@ -1,0 +1,81 @@
+"""This module provides the base of relay's marshmallow schemas: both JSON spellings, unknown fields kept.
+
+Google's proto3 JSON parser accepts ``lowerCamelCase`` and the original ``snake_case`` names, and the SDKs
+send both (google-genai leaks ``thinking_budget``).  Fields are declared once, with the camelCase name as
+``data_key``; :class:`GeminiSchema` renames snake_case input to it before validation.  Unknown fields are
+kept (``INCLUDE``) because Google adds fields often.  Pure: no Flask, no requests.
+"""
+
+import re
+
+from marshmallow import INCLUDE, Schema, ValidationError, pre_load
+
+from relay.errors import bad_request
+
+_CAMEL_PART = re.compile(r"([A-Z])")
+
+
+def snake_case(name):
+    return _CAMEL_PART.sub(lambda match: "_" + match.group(1).lower(), name)
+
+
+class GeminiSchema(Schema):
+    """Keeps unknown fields and accepts snake_case spellings of declared camelCase fields."""
+
+    class Meta:
+        unknown = INCLUDE
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._snake_aliases = {}
+        for name, schema_field in self.fields.items():
+            camel = schema_field.data_key or name
+            if snake_case(camel) != camel:
+                self._snake_aliases[snake_case(camel)] = camel
+
+    @pre_load
+    def accept_snake_case(self, data, **kwargs):
+        if not isinstance(data, dict) or not self._snake_aliases or not any(key in self._snake_aliases for key in data):
+            return data
+        renamed = {}
+        for key, value in data.items():
+            camel = self._snake_aliases.get(key)
+            if camel is not None and camel not in data:
+                renamed[camel] = value
+            else:
+                renamed[key] = value
+        return renamed
+
+
+def flatten_errors(errors, path=""):
+    """Turn marshmallow's nested error dict into ``[(field path, description), ...]``.
+
+    ``{"contents": {0: {"role": ["..."]}}}`` becomes ``[("contents[0].role", "...")]``.
+    """
+    flat = []
+    for key, value in errors.items():
+        if key == "_schema":
+            here = path or "request"
+        elif isinstance(key, int):
+            here = f"{path}[{key}]"
+        else:
+            here = f"{path}.{key}" if path else str(key)
+        if isinstance(value, dict):
+            flat.extend(flatten_errors(value, here))
+        elif isinstance(value, list):
+            flat.extend((here, str(message)) for message in value)
+        else:
+            flat.append((here, str(value)))
+    return flat
+
+
+def check(schema, data, prefix=""):
+    """Validate ``data``; raise an InvalidArgument naming every violating field, else return None."""
+    if not isinstance(data, dict):
+        raise bad_request([("request", "The request body must be a JSON object.")])
+    try:
+        errors = schema.validate(data)
+    except ValidationError as exc:
+        errors = exc.normalized_messages()
+    if errors:
+        raise bad_request(sorted(flatten_errors(errors)), prefix=prefix)

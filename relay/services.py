@@ -1,0 +1,66 @@
+"""This module provides the per-worker services relay's views use, kept in ``app.extensions["relay"]``.
+
+One instance per app (so per gunicorn worker, since nothing is preloaded): settings, the shared store,
+the pooled upstream Session, the key pool, the authenticator, the plugin registry, the usage recorder and
+the background flusher.  Views reach it with :func:`current`.
+"""
+
+import atexit
+import logging
+
+from flask import current_app
+
+from relay.auth import Authenticator
+from relay.background import Flusher
+from relay.limits import Limits
+from relay.plugins import default_registry
+from relay.store import StoreError, open_store
+from relay.upstream.http import make_session
+from relay.upstream.pool import Pool
+from relay.usage import UsageRecorder
+
+log = logging.getLogger("relay")
+
+
+class Services:
+    def __init__(self, settings, store=None):
+        self.settings = settings
+        self.store = store or open_store(settings.redis_url, settings.db_path)
+        self.session = make_session()
+        self.pool = Pool(settings, self.store)
+        self.auth = Authenticator(settings, self.store)
+        self.plugins = default_registry(settings)
+        self.limits = Limits(self.store)
+        self.usage = UsageRecorder(self.store)
+        self.flusher = Flusher()
+        self.flusher.add(self.usage.flush)
+        self.flusher.add(self.pool.flush_counts)
+        self.flusher.add(self.limits.flush_last_used)
+        self._closed = False
+        atexit.register(self.shutdown)
+
+    def record(self, call, target, outcome, detail=None, retry_delay=None):
+        """An upstream attempt finished: tell the pool (managed mode only; passthrough keys are not ours)."""
+        if self.settings.managed and target.key is not None:
+            self.pool.record(target, outcome, retry_delay=retry_delay)
+
+    def finished(self, call):
+        """A relayed call is completely done (body sent or abandoned): queue its usage row, charge its tokens."""
+        self.flusher.ensure_started()
+        row = self.usage.record(call)
+        self.limits.charge(call, row["total_tokens"])
+
+    def shutdown(self):
+        """Flush everything queued; safe to call twice (worker_exit hook, then atexit)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.flusher.stop()
+        except StoreError:
+            log.error("final flush failed: queued usage rows could not be written")
+        self.session.close()
+
+
+def current():
+    return current_app.extensions["relay"]

@@ -1,0 +1,262 @@
+"""This module provides the shared-state store interface, its errors and the math both backends share."""
+
+import abc
+import datetime
+import functools
+import math
+
+BLOCKED_STATES = ("cooling", "disabled")
+USAGE_GROUPS = ("model", "key", "day", "status", "upstream")
+TOKEN_FIELDS = (
+    "prompt_tokens", "candidates_tokens", "thoughts_tokens",
+    "cached_tokens", "tool_use_tokens", "total_tokens",
+)
+# Usage row fields with the default a missing field takes.
+USAGE_DEFAULTS = {
+    "ts": 0.0, "request_id": None, "client": None, "requested_model": None,
+    "upstream_model": None, "upstream": None, "key_id": None, "status": 0,
+    "upstream_status": None, **{field: 0 for field in TOKEN_FIELDS},
+    "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None,
+}
+# A debited bucket may owe at most this many times its capacity.
+DEBT_LIMIT_FACTOR = 10
+
+
+class StoreError(Exception):
+    """The backend failed (unreachable, locked, corrupt). Messages are for logs, not for HTTP clients."""
+
+
+class KeyExists(Exception):
+    """A client key with this name or key hash already exists."""
+
+
+class Store(abc.ABC):
+    """Shared state for all workers and instances: key health, cache owners, client keys, limits, usage.
+
+    Timestamps are float unix seconds supplied by the caller as `now`; ids and hashes are opaque strings.
+    Every public method of a backend raises StoreError, never a library error (see __init_subclass__).
+    """
+
+    # The library exceptions a backend turns into StoreError.
+    backend_errors: tuple[type[Exception], ...] = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for method_name in _INTERFACE:
+            if method_name in cls.__dict__:
+                setattr(cls, method_name, _translating_errors(cls.__dict__[method_name], cls))
+
+    # Upstream key health
+
+    @abc.abstractmethod
+    def blocked_keys(self, now: float) -> dict[str, tuple[float, str]]:
+        """Return key_id -> (until, state) for keys "cooling" or "disabled" with until > now (one cheap query)."""
+
+    @abc.abstractmethod
+    def cool_down(self, key_id: str, until: float, reason: str, now: float) -> None:
+        """Cool the key until max(current until, until) and count a cooldown.
+
+        A key that is disabled and still blocked at `now` stays disabled (with its reason).
+        """
+
+    @abc.abstractmethod
+    def disable(self, key_id: str, until: float, reason: str, now: float) -> None:
+        """Disable the key until `until` (its re-probe time) and count a disable."""
+
+    @abc.abstractmethod
+    def clear_key(self, key_id: str) -> None:
+        """Mark the key healthy again; its counters and last failure are kept."""
+
+    @abc.abstractmethod
+    def add_key_counts(self, counts: dict[str, dict[str, int]], now: float) -> None:
+        """Add batched counters per key ({"requests": 12, "failures": 1, ...}).
+
+        Sets last_used_at = now, and last_failure_at = now when the batch has failures > 0.
+        """
+
+    @abc.abstractmethod
+    def key_report(self) -> dict[str, dict]:
+        """Return key_id -> {state, until, reason, last_failure_at, last_failure_reason, last_used_at, counters}.
+
+        state and until are as stored: a "cooling" key whose until has passed is usable again.
+        """
+
+    # Context-cache ownership
+
+    @abc.abstractmethod
+    def put_cache(self, name: str, owner: dict, expire_at: float) -> None:
+        """Record who owns a cached content (owner: small JSON-able dict with upstream, key_id, client).
+
+        Redis also drops the entry at expire_at by the wall clock, to reclaim memory.
+        """
+
+    @abc.abstractmethod
+    def get_cache(self, name: str, now: float) -> dict | None:
+        """Return the owner dict, or None when missing or expired (expire_at <= now)."""
+
+    @abc.abstractmethod
+    def list_caches(self, client: str | None, now: float) -> list[tuple[str, dict]]:
+        """Return (name, owner) of unexpired caches sorted by name; client None means all clients."""
+
+    @abc.abstractmethod
+    def delete_cache(self, name: str) -> None:
+        """Forget a cache; deleting a missing name is not an error."""
+
+    # Client keys
+
+    @abc.abstractmethod
+    def add_client_key(self, record: dict) -> None:
+        """Store a client key record (name, key_hash, created, and any other JSON-able fields).
+
+        Raises KeyExists when the name or the key_hash is taken.
+        """
+
+    @abc.abstractmethod
+    def client_key_by_hash(self, key_hash: str) -> dict | None:
+        """Return the record with this key hash, plus "last_used" (float or None), or None."""
+
+    @abc.abstractmethod
+    def list_client_keys(self) -> list[dict]:
+        """Return every record (with "last_used") sorted by name, revoked ones included."""
+
+    @abc.abstractmethod
+    def revoke_client_key(self, name: str) -> bool:
+        """Set revoked to True; return False when no key has this name."""
+
+    @abc.abstractmethod
+    def touch_client_keys(self, last_used: dict[str, float]) -> None:
+        """Batch-update last_used by name; a stored later time wins; unknown names are ignored."""
+
+    # Limits
+
+    @abc.abstractmethod
+    def take(self, bucket: str, capacity: float, refill_per_s: float, cost: float, now: float) -> float:
+        """Token bucket (starts full): take `cost` tokens and return 0.0, or change nothing and
+        return the seconds until `cost` tokens will be there (math.inf when that never happens)."""
+
+    @abc.abstractmethod
+    def debit(self, bucket: str, capacity: float, refill_per_s: float, cost: float, now: float) -> float:
+        """Subtract `cost` unconditionally (debt floored at -capacity*DEBT_LIMIT_FACTOR); return tokens left."""
+
+    @abc.abstractmethod
+    def peek(self, bucket: str, capacity: float, refill_per_s: float, now: float) -> float:
+        """Return the bucket's tokens refilled to `now`, changing nothing."""
+
+    @abc.abstractmethod
+    def incr(self, counter: str, amount: int, ttl_s: int) -> int:
+        """Add `amount` and return the new value; a new counter expires ttl_s wall-clock seconds later."""
+
+    @abc.abstractmethod
+    def get_counter(self, counter: str) -> int:
+        """Return the counter, 0 when missing or expired."""
+
+    # Usage records
+
+    @abc.abstractmethod
+    def write_usage(self, rows: list[dict]) -> None:
+        """Append usage rows (fields and defaults: USAGE_DEFAULTS) in one transaction or pipeline."""
+
+    @abc.abstractmethod
+    def query_usage(self, since: float, group: str, client: str | None) -> list[dict]:
+        """Aggregate rows with ts >= since by group (one of USAGE_GROUPS), sorted by group value.
+
+        Each row: {group: value, "requests", "errors" (status >= 400), and one sum per TOKEN_FIELDS}.
+        "model" groups by requested_model, "key" by client, "day" by the UTC date of ts.
+        """
+
+    @abc.abstractmethod
+    def usage_rows(self, since: float, client: str | None = None, limit: int = 1000) -> list[dict]:
+        """Return raw rows with ts >= since, newest first, at most `limit`."""
+
+    # Misc
+
+    @abc.abstractmethod
+    def ping(self) -> bool:
+        """Return True when the backend answers (readiness); never raises."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release this process's connections; the store reopens lazily if used again."""
+
+
+_INTERFACE = tuple(sorted(Store.__abstractmethods__))
+
+
+def _translating_errors(method, store_class):
+    @functools.wraps(method)
+    def translated(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except store_class.backend_errors as err:
+            raise StoreError(f"{store_class.__name__}.{method.__name__} failed: {err}") from err
+    return translated
+
+
+def refilled_tokens(tokens: float, updated: float, capacity: float, refill_per_s: float, now: float) -> float:
+    """Return the bucket level at `now`; time running backwards (clock skew between hosts) refills nothing."""
+    elapsed = max(0.0, now - updated)
+    return min(capacity, tokens + elapsed * refill_per_s)
+
+
+def seconds_until(level: float, cost: float, capacity: float, refill_per_s: float) -> float:
+    """Return how long until a bucket at `level` holds `cost` tokens (math.inf if never)."""
+    if level >= cost:
+        return 0.0
+    if cost > capacity or refill_per_s <= 0:
+        return math.inf
+    return (cost - level) / refill_per_s
+
+
+def debt_floor(capacity: float) -> float:
+    return -capacity * DEBT_LIMIT_FACTOR
+
+
+def normalize_usage_row(row: dict) -> dict:
+    """Return the row with every usage field present, typed, and nothing else."""
+    normalized = {field: row.get(field, default) for field, default in USAGE_DEFAULTS.items()}
+    for field in TOKEN_FIELDS:
+        normalized[field] = int(normalized[field] or 0)
+    normalized["ts"] = float(normalized["ts"])
+    normalized["status"] = int(normalized["status"] or 0)
+    if normalized["upstream_status"] is not None:
+        normalized["upstream_status"] = int(normalized["upstream_status"])
+    normalized["latency_ms"] = float(normalized["latency_ms"] or 0.0)
+    normalized["streamed"] = bool(normalized["streamed"])
+    normalized["aborted"] = bool(normalized["aborted"])
+    normalized["modalities"] = dict(normalized["modalities"] or {})
+    return normalized
+
+
+def usage_group_value(row: dict, group: str):
+    """Return the value a normalized usage row is grouped under."""
+    if group == "model":
+        return row["requested_model"]
+    if group == "key":
+        return row["client"]
+    if group == "day":
+        return datetime.datetime.fromtimestamp(row["ts"], datetime.timezone.utc).strftime("%Y-%m-%d")
+    return row[group]
+
+
+def check_usage_group(group: str) -> None:
+    if group not in USAGE_GROUPS:
+        raise ValueError(f"usage group must be one of {', '.join(USAGE_GROUPS)}, not {group!r}")
+
+
+def aggregate_usage(rows, group: str) -> list[dict]:
+    """Aggregate normalized usage rows the way query_usage returns them (None sorts first)."""
+    totals: dict = {}
+    for row in rows:
+        value = usage_group_value(row, group)
+        total = totals.get(value)
+        if total is None:
+            total = totals[value] = {group: value, "requests": 0, "errors": 0, **dict.fromkeys(TOKEN_FIELDS, 0)}
+        total["requests"] += 1
+        total["errors"] += row["status"] >= 400
+        for field in TOKEN_FIELDS:
+            total[field] += row[field]
+    return sorted(totals.values(), key=lambda total: usage_sort_key(total[group]))
+
+
+def usage_sort_key(value):
+    return (value is not None, value if value is not None else 0)

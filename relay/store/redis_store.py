@@ -1,0 +1,363 @@
+"""This module provides the Redis store, shared by every relay instance that points at the same Redis."""
+
+import os
+
+import orjson
+import redis
+
+from relay.store.base import (
+    DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, aggregate_usage, check_usage_group, normalize_usage_row,
+    refilled_tokens,
+)
+
+# KEYS: blocked zset (key_id -> until), states hash (key_id -> state). ARGV: now.
+BLOCKED_KEYS_LUA = """
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
+local result = {}
+for i = 1, #found, 2 do
+    local state = redis.call('HGET', KEYS[2], found[i])
+    if state == 'cooling' or state == 'disabled' then
+        table.insert(result, found[i]); table.insert(result, found[i + 1]); table.insert(result, state)
+    end
+end
+return result
+"""
+# KEYS: blocked, states, the key's hash, all-keys set. ARGV: key_id, until, reason, now.
+# Scores travel as the strings Redis and Python wrote, so no precision is lost in Lua.
+COOL_DOWN_LUA = """
+local key_id, blocked_until, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local state = redis.call('HGET', KEYS[2], key_id)
+local current = redis.call('ZSCORE', KEYS[1], key_id)
+local new_state = 'cooling'
+if current and (state == 'cooling' or state == 'disabled') then
+    if tonumber(current) > tonumber(blocked_until) then blocked_until = current end
+    if state == 'disabled' and tonumber(current) > now then new_state = 'disabled' end
+end
+redis.call('ZADD', KEYS[1], blocked_until, key_id)
+redis.call('HSET', KEYS[2], key_id, new_state)
+if new_state == 'cooling' then redis.call('HSET', KEYS[3], 'reason', reason) end
+redis.call('HSET', KEYS[3], 'last_failure_at', ARGV[4], 'last_failure_reason', reason)
+redis.call('HINCRBY', KEYS[3], 'c:cooldowns', 1)
+redis.call('SADD', KEYS[4], key_id)
+"""
+# KEYS: bucket hash. ARGV: capacity, refill_per_s, cost, now, "take" or "debit", debt limit factor.
+# Same math as base.refilled_tokens / seconds_until; numbers go back as strings (Lua would truncate them).
+BUCKET_LUA = """
+local capacity, refill, cost, now = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local stored = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local level, updated = capacity, now
+if stored[1] then
+    updated = tonumber(stored[2])
+    level = math.min(capacity, tonumber(stored[1]) + math.max(0, now - updated) * refill)
+    updated = math.max(updated, now)
+end
+local remaining
+if ARGV[5] == 'take' then
+    if level < cost then
+        if cost > capacity or refill <= 0 then return 'inf' end
+        return string.format('%.17g', (cost - level) / refill)
+    end
+    remaining = level - cost
+else
+    remaining = math.min(capacity, math.max(-capacity * tonumber(ARGV[6]), level - cost))
+end
+redis.call('HSET', KEYS[1], 'tokens', remaining, 'updated', updated)
+if refill > 0 then
+    redis.call('PEXPIRE', KEYS[1], math.min(2592000000, math.ceil((capacity - remaining) / refill * 1000) + 1000))
+end
+if ARGV[5] == 'take' then return '0' end
+return string.format('%.17g', remaining)
+"""
+# KEYS: records hash (name -> JSON), by-hash hash (key_hash -> name). ARGV: name, key_hash, JSON.
+ADD_CLIENT_KEY_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[1])
+return 1
+"""
+# KEYS: by-hash, records, last-used hash. ARGV: key_hash.
+CLIENT_KEY_BY_HASH_LUA = """
+local name = redis.call('HGET', KEYS[1], ARGV[1])
+if not name then return false end
+return {redis.call('HGET', KEYS[2], name), redis.call('HGET', KEYS[3], name)}
+"""
+# KEYS: records, last-used hash. ARGV: name, time, name, time, ...
+TOUCH_CLIENT_KEYS_LUA = """
+for i = 1, #ARGV, 2 do
+    if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+        local stored = redis.call('HGET', KEYS[2], ARGV[i])
+        if not stored or tonumber(stored) < tonumber(ARGV[i + 1]) then
+            redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+        end
+    end
+end
+"""
+SCRIPTS = {
+    "blocked_keys": BLOCKED_KEYS_LUA, "cool_down": COOL_DOWN_LUA, "bucket": BUCKET_LUA,
+    "add_client_key": ADD_CLIENT_KEY_LUA, "client_key_by_hash": CLIENT_KEY_BY_HASH_LUA,
+    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA,
+}
+
+
+class RedisStore(Store):
+    """Store in Redis; keys are named `<prefix>...` (default "relay:"). Each process builds its own
+    connection pool on first use and again after a fork; every hot-path call is one round trip.
+
+    Usage rows live in one sorted set by ts, capped at the newest `usage_cap` rows (default 100,000);
+    query_usage aggregates in Python, about half a second at the cap (measured on loopback): enough for
+    an admin view over days of moderate traffic, not for analytics over millions of rows.
+    """
+
+    backend_errors = (redis.RedisError,)
+
+    def __init__(self, url: str, prefix: str = "relay:", usage_cap: int = 100_000, timeout_s: float = 5.0):
+        try:
+            redis.ConnectionPool.from_url(url)
+        except ValueError as err:
+            raise StoreError(f"the Redis URL is not valid ({err}); expected redis://host:port/db") from err
+        self.url = url
+        self.prefix = prefix
+        self.usage_cap = usage_cap
+        self.timeout_s = timeout_s
+        self._client: redis.Redis | None = None
+        self._client_pid: int | None = None
+        self._scripts: dict = {}
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None or self._client_pid != os.getpid():
+            self._client = redis.Redis.from_url(self.url, decode_responses=True, socket_timeout=self.timeout_s,
+                                                socket_connect_timeout=self.timeout_s, health_check_interval=30)
+            self._scripts = {name: self._client.register_script(source) for name, source in SCRIPTS.items()}
+            self._client_pid = os.getpid()
+        return self._client
+
+    def _run(self, script_name: str, keys: list[str], args: list):
+        client = self._redis()
+        return self._scripts[script_name](keys=keys, args=args, client=client)
+
+    # Upstream key health
+
+    def blocked_keys(self, now):
+        found = self._run("blocked_keys", [self._key("keys", "blocked"), self._key("keys", "state")], [repr(now)])
+        return {found[i]: (float(found[i + 1]), found[i + 2]) for i in range(0, len(found), 3)}
+
+    def cool_down(self, key_id, until, reason, now):
+        keys = [self._key("keys", "blocked"), self._key("keys", "state"), self._key("key", key_id),
+                self._key("keys", "all")]
+        self._run("cool_down", keys, [key_id, repr(until), reason, repr(now)])
+
+    def disable(self, key_id, until, reason, now):
+        pipe = self._redis().pipeline()
+        pipe.zadd(self._key("keys", "blocked"), {key_id: until})
+        pipe.hset(self._key("keys", "state"), key_id, "disabled")
+        pipe.hset(self._key("key", key_id), mapping={"reason": reason, "last_failure_at": repr(now),
+                                                     "last_failure_reason": reason})
+        pipe.hincrby(self._key("key", key_id), "c:disables", 1)
+        pipe.sadd(self._key("keys", "all"), key_id)
+        pipe.execute()
+
+    def clear_key(self, key_id):
+        pipe = self._redis().pipeline()
+        pipe.zrem(self._key("keys", "blocked"), key_id)
+        pipe.hdel(self._key("keys", "state"), key_id)
+        pipe.hdel(self._key("key", key_id), "reason")
+        pipe.execute()
+
+    def add_key_counts(self, counts, now):
+        pipe = self._redis().pipeline()
+        for key_id, key_counts in counts.items():
+            key_hash = self._key("key", key_id)
+            for name, value in key_counts.items():
+                pipe.hincrby(key_hash, f"c:{name}", int(value))
+            pipe.hset(key_hash, "last_used_at", repr(now))
+            if key_counts.get("failures", 0) > 0:
+                pipe.hset(key_hash, "last_failure_at", repr(now))
+            pipe.sadd(self._key("keys", "all"), key_id)
+        pipe.execute()
+
+    def key_report(self):
+        client = self._redis()
+        key_ids = sorted(client.smembers(self._key("keys", "all")))
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(self._key("keys", "state"))
+        pipe.zrange(self._key("keys", "blocked"), 0, -1, withscores=True)
+        for key_id in key_ids:
+            pipe.hgetall(self._key("key", key_id))
+        states, blocked, *details = pipe.execute()
+        until_by_key = dict(blocked)
+        report = {}
+        for key_id, fields in zip(key_ids, details):
+            state = states.get(key_id, "healthy")
+            report[key_id] = {
+                "state": state, "until": until_by_key.get(key_id, 0.0) if state != "healthy" else 0.0,
+                "reason": fields.get("reason"), "last_failure_at": _float_or_none(fields.get("last_failure_at")),
+                "last_failure_reason": fields.get("last_failure_reason"),
+                "last_used_at": _float_or_none(fields.get("last_used_at")),
+                "counters": {name[2:]: int(value) for name, value in fields.items() if name.startswith("c:")},
+            }
+        return report
+
+    # Context-cache ownership
+
+    def put_cache(self, name, owner, expire_at):
+        pipe = self._redis().pipeline()
+        # The wall-clock TTL only reclaims memory; get_cache/list_caches judge expiry by the caller's `now`.
+        pipe.set(self._key("cache", name), orjson.dumps({"owner": owner, "expire_at": expire_at}),
+                 pxat=max(1, int(expire_at * 1000)))
+        pipe.zadd(self._key("caches"), {name: expire_at})
+        pipe.execute()
+
+    def get_cache(self, name, now):
+        stored = self._redis().get(self._key("cache", name))
+        if stored is None:
+            return None
+        entry = orjson.loads(stored)
+        return entry["owner"] if entry["expire_at"] > now else None
+
+    def list_caches(self, client, now):
+        pipe = self._redis().pipeline()
+        pipe.zremrangebyscore(self._key("caches"), "-inf", now)
+        pipe.zrange(self._key("caches"), 0, -1)
+        names = sorted(pipe.execute()[1])
+        if not names:
+            return []
+        entries = self._redis().mget([self._key("cache", name) for name in names])
+        listed = []
+        for name, stored in zip(names, entries):
+            entry = orjson.loads(stored) if stored is not None else None
+            if entry and entry["expire_at"] > now and (client is None or entry["owner"].get("client") == client):
+                listed.append((name, entry["owner"]))
+        return listed
+
+    def delete_cache(self, name):
+        pipe = self._redis().pipeline()
+        pipe.delete(self._key("cache", name))
+        pipe.zrem(self._key("caches"), name)
+        pipe.execute()
+
+    # Client keys
+
+    def add_client_key(self, record):
+        keys = [self._key("clients"), self._key("clients", "by_hash")]
+        if not self._run("add_client_key", keys, [record["name"], record["key_hash"], orjson.dumps(record)]):
+            raise KeyExists(f"a client key with name {record['name']!r} or the same key hash exists")
+
+    def client_key_by_hash(self, key_hash):
+        keys = [self._key("clients", "by_hash"), self._key("clients"), self._key("clients", "last_used")]
+        found = self._run("client_key_by_hash", keys, [key_hash])
+        return _client_record(*found) if found else None
+
+    def list_client_keys(self):
+        pipe = self._redis().pipeline(transaction=False)
+        pipe.hgetall(self._key("clients"))
+        pipe.hgetall(self._key("clients", "last_used"))
+        records, last_used = pipe.execute()
+        return [_client_record(records[name], last_used.get(name)) for name in sorted(records)]
+
+    def revoke_client_key(self, name):
+        records_key = self._key("clients")
+
+        def revoke(pipe) -> bool:
+            stored = pipe.hget(records_key, name)
+            if stored is None:
+                return False
+            record = orjson.loads(stored)
+            record["revoked"] = True
+            pipe.multi()
+            pipe.hset(records_key, name, orjson.dumps(record))
+            return True
+
+        return self._redis().transaction(revoke, records_key, value_from_callable=True)
+
+    def touch_client_keys(self, last_used):
+        if last_used:
+            args = [item for name, used_at in last_used.items() for item in (name, repr(used_at))]
+            self._run("touch_client_keys", [self._key("clients"), self._key("clients", "last_used")], args)
+
+    # Limits
+
+    def _bucket(self, mode, bucket, capacity, refill_per_s, cost, now) -> float:
+        args = [repr(float(capacity)), repr(float(refill_per_s)), repr(float(cost)), repr(float(now)), mode,
+                DEBT_LIMIT_FACTOR]
+        return float(self._run("bucket", [self._key("bucket", bucket)], args))
+
+    def take(self, bucket, capacity, refill_per_s, cost, now):
+        return self._bucket("take", bucket, capacity, refill_per_s, cost, now)
+
+    def debit(self, bucket, capacity, refill_per_s, cost, now):
+        return self._bucket("debit", bucket, capacity, refill_per_s, cost, now)
+
+    def peek(self, bucket, capacity, refill_per_s, now):
+        tokens, updated = self._redis().hmget(self._key("bucket", bucket), ["tokens", "updated"])
+        if tokens is None:
+            return float(capacity)
+        return refilled_tokens(float(tokens), float(updated), capacity, refill_per_s, now)
+
+    def incr(self, counter, amount, ttl_s):
+        pipe = self._redis().pipeline()
+        pipe.incrby(self._key("counter", counter), amount)
+        pipe.expire(self._key("counter", counter), ttl_s, nx=True)
+        return pipe.execute()[0]
+
+    def get_counter(self, counter):
+        return int(self._redis().get(self._key("counter", counter)) or 0)
+
+    # Usage records
+
+    def write_usage(self, rows):
+        if not rows:
+            return
+        # A random tag keeps two identical rows from collapsing into one sorted-set member.
+        members = {f"{os.urandom(4).hex()}|{orjson.dumps(row).decode()}": row["ts"]
+                   for row in map(normalize_usage_row, rows)}
+        pipe = self._redis().pipeline()
+        pipe.zadd(self._key("usage"), members)
+        pipe.zremrangebyrank(self._key("usage"), 0, -self.usage_cap - 1)
+        pipe.execute()
+
+    def query_usage(self, since, group, client):
+        check_usage_group(group)
+        rows = map(_usage_row, self._redis().zrangebyscore(self._key("usage"), since, "+inf"))
+        return aggregate_usage((row for row in rows if client is None or row["client"] == client), group)
+
+    def usage_rows(self, since, client=None, limit=1000):
+        client_redis, found, offset = self._redis(), [], 0
+        page_size = limit if client is None else max(limit, 1000)
+        while len(found) < limit:
+            page = client_redis.zrevrangebyscore(self._key("usage"), "+inf", since, start=offset, num=page_size)
+            found.extend(row for row in map(_usage_row, page) if client is None or row["client"] == client)
+            if len(page) < page_size:
+                break
+            offset += page_size
+        return found[:limit]
+
+    # Misc
+
+    def ping(self):
+        try:
+            return bool(self._redis().ping())
+        except redis.RedisError:
+            return False
+
+    def close(self):
+        if self._client is not None and self._client_pid == os.getpid():
+            self._client.close()
+        self._client = self._client_pid = None
+        self._scripts = {}
+
+
+def _float_or_none(value: str | None) -> float | None:
+    return float(value) if value is not None else None
+
+
+def _client_record(record_json: str, last_used: str | None) -> dict:
+    record = orjson.loads(record_json)
+    record["last_used"] = _float_or_none(last_used)
+    return record
+
+
+def _usage_row(member: str) -> dict:
+    return orjson.loads(member.partition("|")[2])

@@ -1,0 +1,333 @@
+"""This module provides the SQLite store: one database file shared by the worker processes of one host."""
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+
+import orjson
+
+from relay.store.base import (
+    TOKEN_FIELDS, USAGE_DEFAULTS, KeyExists, Store, check_usage_group, debt_floor, normalize_usage_row,
+    refilled_tokens, seconds_until,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS key_health (
+    key_id TEXT PRIMARY KEY, state TEXT NOT NULL DEFAULT 'healthy', until REAL NOT NULL DEFAULT 0,
+    reason TEXT, last_failure_at REAL, last_failure_reason TEXT, last_used_at REAL);
+CREATE INDEX IF NOT EXISTS key_health_blocked ON key_health (until) WHERE state != 'healthy';
+CREATE TABLE IF NOT EXISTS key_counters (
+    key_id TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (key_id, name));
+CREATE TABLE IF NOT EXISTS caches (name TEXT PRIMARY KEY, client TEXT, owner TEXT NOT NULL, expire_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS caches_expire_at ON caches (expire_at);
+CREATE TABLE IF NOT EXISTS client_keys (
+    name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL, last_used REAL);
+CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS usage (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT, client TEXT, requested_model TEXT,
+    upstream_model TEXT, upstream TEXT, key_id TEXT, status INTEGER NOT NULL, upstream_status INTEGER,
+    prompt_tokens INTEGER NOT NULL, candidates_tokens INTEGER NOT NULL, thoughts_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL, tool_use_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
+    modalities TEXT NOT NULL, latency_ms REAL NOT NULL, streamed INTEGER NOT NULL, aborted INTEGER NOT NULL,
+    route TEXT);
+CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
+CREATE INDEX IF NOT EXISTS usage_client_ts ON usage (client, ts);
+"""
+
+USAGE_COLUMNS = tuple(USAGE_DEFAULTS)
+INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
+SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
+GROUP_EXPRESSIONS = {
+    "model": "requested_model", "key": "client", "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
+    "status": "status", "upstream": "upstream",
+}
+
+COOL_DOWN = """
+INSERT INTO key_health (key_id, state, until, reason, last_failure_at, last_failure_reason)
+VALUES (:key_id, 'cooling', :until, :reason, :now, :reason)
+ON CONFLICT (key_id) DO UPDATE SET
+    state = CASE WHEN state = 'disabled' AND until > :now THEN 'disabled' ELSE 'cooling' END,
+    reason = CASE WHEN state = 'disabled' AND until > :now THEN reason ELSE :reason END,
+    until = CASE WHEN state != 'healthy' AND until > :until THEN until ELSE :until END,
+    last_failure_at = :now, last_failure_reason = :reason
+"""
+DISABLE = """
+INSERT INTO key_health (key_id, state, until, reason, last_failure_at, last_failure_reason)
+VALUES (:key_id, 'disabled', :until, :reason, :now, :reason)
+ON CONFLICT (key_id) DO UPDATE SET state = 'disabled', until = :until, reason = :reason,
+    last_failure_at = :now, last_failure_reason = :reason
+"""
+ADD_KEY_COUNTER = """
+INSERT INTO key_counters (key_id, name, value) VALUES (?, ?, ?)
+ON CONFLICT (key_id, name) DO UPDATE SET value = value + excluded.value
+"""
+MARK_KEY_USED = """
+INSERT INTO key_health (key_id, last_used_at, last_failure_at) VALUES (:key_id, :now, :failed_at)
+ON CONFLICT (key_id) DO UPDATE SET last_used_at = :now, last_failure_at = coalesce(:failed_at, last_failure_at)
+"""
+INCR = """
+INSERT INTO counters (name, value, expires_at) VALUES (:name, :amount, :clock + :ttl)
+ON CONFLICT (name) DO UPDATE SET
+    value = CASE WHEN expires_at <= :clock THEN :amount ELSE value + :amount END,
+    expires_at = CASE WHEN expires_at <= :clock THEN :clock + :ttl ELSE expires_at END
+RETURNING value
+"""
+
+
+class SqliteStore(Store):
+    """Store in one SQLite file (WAL). Each process opens its own connection on first use and again
+    after a fork; read-modify-write runs in short BEGIN IMMEDIATE transactions. A writer waiting on the
+    lock (busy_timeout) blocks its whole gevent worker, which is why every transaction is a few statements."""
+
+    backend_errors = (sqlite3.Error,)
+
+    def __init__(self, path: str, busy_timeout_ms: int = 5000):
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+        self._connection: sqlite3.Connection | None = None
+        self._connection_pid: int | None = None
+        # A connection inherited over fork is kept referenced, never used or closed: closing it in the
+        # child could disturb the parent's locks (SQLite: "do not carry a connection across fork").
+        self._inherited_connection: sqlite3.Connection | None = None
+        self._lock = threading.RLock()
+
+    def _db(self) -> sqlite3.Connection:
+        if self._connection is not None and self._connection_pid == os.getpid():
+            return self._connection
+        if self._connection is not None:
+            self._inherited_connection = self._connection
+        connection = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000,
+                                     isolation_level=None, check_same_thread=False)
+        connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.executescript(SCHEMA)
+        self._connection, self._connection_pid = connection, os.getpid()
+        return connection
+
+    def _read(self, sql: str, parameters=()) -> list[tuple]:
+        with self._lock:
+            return self._db().execute(sql, parameters).fetchall()
+
+    @contextlib.contextmanager
+    def _write(self):
+        """Yield the connection inside BEGIN IMMEDIATE (the write lock is taken up front, so a
+        read-modify-write never fails half-way on a lock upgrade); commit, or roll back on error."""
+        with self._lock:
+            connection = self._db()
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+            connection.execute("COMMIT")
+
+    # Upstream key health
+
+    def blocked_keys(self, now):
+        rows = self._read("SELECT key_id, until, state FROM key_health WHERE state != 'healthy' AND until > ?", (now,))
+        return {key_id: (until, state) for key_id, until, state in rows}
+
+    def cool_down(self, key_id, until, reason, now):
+        with self._write() as connection:
+            connection.execute(COOL_DOWN, {"key_id": key_id, "until": until, "reason": reason, "now": now})
+            connection.execute(ADD_KEY_COUNTER, (key_id, "cooldowns", 1))
+
+    def disable(self, key_id, until, reason, now):
+        with self._write() as connection:
+            connection.execute(DISABLE, {"key_id": key_id, "until": until, "reason": reason, "now": now})
+            connection.execute(ADD_KEY_COUNTER, (key_id, "disables", 1))
+
+    def clear_key(self, key_id):
+        with self._write() as connection:
+            connection.execute("UPDATE key_health SET state = 'healthy', until = 0, reason = NULL WHERE key_id = ?",
+                               (key_id,))
+
+    def add_key_counts(self, counts, now):
+        with self._write() as connection:
+            for key_id, key_counts in counts.items():
+                failed_at = now if key_counts.get("failures", 0) > 0 else None
+                connection.execute(MARK_KEY_USED, {"key_id": key_id, "now": now, "failed_at": failed_at})
+                connection.executemany(ADD_KEY_COUNTER, [(key_id, name, int(value))
+                                                         for name, value in key_counts.items()])
+
+    def key_report(self):
+        report = {}
+        for key_id, state, until, reason, failed_at, failure_reason, used_at in self._read(
+                "SELECT key_id, state, until, reason, last_failure_at, last_failure_reason, last_used_at"
+                " FROM key_health ORDER BY key_id"):
+            report[key_id] = {"state": state, "until": until, "reason": reason, "last_failure_at": failed_at,
+                              "last_failure_reason": failure_reason, "last_used_at": used_at, "counters": {}}
+        for key_id, name, value in self._read("SELECT key_id, name, value FROM key_counters"):
+            if key_id in report:  # a key added between the two reads shows up next time
+                report[key_id]["counters"][name] = value
+        return report
+
+    # Context-cache ownership
+
+    def put_cache(self, name, owner, expire_at):
+        with self._write() as connection:
+            connection.execute("INSERT OR REPLACE INTO caches (name, client, owner, expire_at) VALUES (?, ?, ?, ?)",
+                               (name, owner.get("client"), orjson.dumps(owner), expire_at))
+
+    def get_cache(self, name, now):
+        rows = self._read("SELECT owner, expire_at FROM caches WHERE name = ?", (name,))
+        if not rows:
+            return None
+        owner, expire_at = rows[0]
+        if expire_at <= now:
+            with self._write() as connection:
+                connection.execute("DELETE FROM caches WHERE name = ? AND expire_at <= ?", (name, now))
+            return None
+        return orjson.loads(owner)
+
+    def list_caches(self, client, now):
+        with self._write() as connection:
+            connection.execute("DELETE FROM caches WHERE expire_at <= ?", (now,))
+        if client is None:
+            rows = self._read("SELECT name, owner FROM caches ORDER BY name")
+        else:
+            rows = self._read("SELECT name, owner FROM caches WHERE client = ? ORDER BY name", (client,))
+        return [(name, orjson.loads(owner)) for name, owner in rows]
+
+    def delete_cache(self, name):
+        with self._write() as connection:
+            connection.execute("DELETE FROM caches WHERE name = ?", (name,))
+
+    # Client keys
+
+    def add_client_key(self, record):
+        try:
+            with self._write() as connection:
+                connection.execute("INSERT INTO client_keys (name, key_hash, record) VALUES (?, ?, ?)",
+                                   (record["name"], record["key_hash"], orjson.dumps(record)))
+        except sqlite3.IntegrityError as err:
+            raise KeyExists(f"a client key with name {record['name']!r} or the same key hash exists") from err
+
+    def client_key_by_hash(self, key_hash):
+        rows = self._read("SELECT record, last_used FROM client_keys WHERE key_hash = ?", (key_hash,))
+        return _client_record(*rows[0]) if rows else None
+
+    def list_client_keys(self):
+        return [_client_record(*row) for row in self._read("SELECT record, last_used FROM client_keys ORDER BY name")]
+
+    def revoke_client_key(self, name):
+        with self._write() as connection:
+            rows = connection.execute("SELECT record FROM client_keys WHERE name = ?", (name,)).fetchall()
+            if not rows:
+                return False
+            record = orjson.loads(rows[0][0])
+            record["revoked"] = True
+            connection.execute("UPDATE client_keys SET record = ? WHERE name = ?", (orjson.dumps(record), name))
+        return True
+
+    def touch_client_keys(self, last_used):
+        with self._write() as connection:
+            connection.executemany(
+                "UPDATE client_keys SET last_used = max(coalesce(last_used, 0), ?) WHERE name = ?",
+                [(used_at, name) for name, used_at in last_used.items()])
+
+    # Limits
+
+    def _bucket_level(self, connection, bucket, capacity, refill_per_s, now) -> float:
+        rows = connection.execute("SELECT tokens, updated FROM buckets WHERE name = ?", (bucket,)).fetchall()
+        if not rows:
+            return capacity
+        return refilled_tokens(rows[0][0], rows[0][1], capacity, refill_per_s, now)
+
+    def _save_bucket(self, connection, bucket, tokens, now):
+        connection.execute("INSERT INTO buckets (name, tokens, updated) VALUES (?, ?, ?) ON CONFLICT (name)"
+                           " DO UPDATE SET tokens = excluded.tokens, updated = max(updated, excluded.updated)",
+                           (bucket, tokens, now))
+
+    def take(self, bucket, capacity, refill_per_s, cost, now):
+        with self._write() as connection:
+            level = self._bucket_level(connection, bucket, capacity, refill_per_s, now)
+            wait_s = seconds_until(level, cost, capacity, refill_per_s)
+            if wait_s == 0.0:
+                self._save_bucket(connection, bucket, level - cost, now)
+        return wait_s
+
+    def debit(self, bucket, capacity, refill_per_s, cost, now):
+        with self._write() as connection:
+            level = self._bucket_level(connection, bucket, capacity, refill_per_s, now)
+            remaining = min(capacity, max(debt_floor(capacity), level - cost))
+            self._save_bucket(connection, bucket, remaining, now)
+        return remaining
+
+    def peek(self, bucket, capacity, refill_per_s, now):
+        with self._lock:
+            return self._bucket_level(self._db(), bucket, capacity, refill_per_s, now)
+
+    def incr(self, counter, amount, ttl_s):
+        with self._write() as connection:
+            parameters = {"name": counter, "amount": amount, "ttl": ttl_s, "clock": time.time()}
+            return connection.execute(INCR, parameters).fetchone()[0]
+
+    def get_counter(self, counter):
+        rows = self._read("SELECT value FROM counters WHERE name = ? AND expires_at > ?", (counter, time.time()))
+        return rows[0][0] if rows else 0
+
+    # Usage records
+
+    def write_usage(self, rows):
+        values = []
+        for row in rows:
+            normalized = normalize_usage_row(row)
+            normalized["modalities"] = orjson.dumps(normalized["modalities"])
+            values.append(tuple(normalized.values()))
+        with self._write() as connection:
+            connection.executemany(INSERT_USAGE, values)
+            # Housekeeping rides on this periodic batch write: drop expired counters.
+            connection.execute("DELETE FROM counters WHERE expires_at <= ?", (time.time(),))
+
+    def query_usage(self, since, group, client):
+        check_usage_group(group)
+        sums = ", ".join(f"coalesce(sum({field}), 0)" for field in TOKEN_FIELDS)
+        expression = GROUP_EXPRESSIONS[group]
+        where, parameters = ("ts >= ? AND client = ?", (since, client)) if client is not None else ("ts >= ?", (since,))
+        rows = self._read(f"SELECT {expression}, count(*), coalesce(sum(status >= 400), 0), {sums} FROM usage"
+                          f" WHERE {where} GROUP BY 1 ORDER BY 1", parameters)
+        columns = (group, "requests", "errors", *TOKEN_FIELDS)
+        return [dict(zip(columns, row)) for row in rows]
+
+    def usage_rows(self, since, client=None, limit=1000):
+        where, parameters = ("ts >= ? AND client = ?", (since, client)) if client is not None else ("ts >= ?", (since,))
+        rows = self._read(f"{SELECT_USAGE} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?", (*parameters, limit))
+        return [_usage_row(row) for row in rows]
+
+    # Misc
+
+    def ping(self):
+        try:
+            self._read("SELECT 1")
+        except sqlite3.Error:
+            return False
+        return True
+
+    def close(self):
+        with self._lock:
+            if self._connection is not None and self._connection_pid == os.getpid():
+                self._connection.close()
+            elif self._connection is not None:
+                self._inherited_connection = self._connection
+            self._connection = self._connection_pid = None
+
+
+def _client_record(record_json, last_used) -> dict:
+    record = orjson.loads(record_json)
+    record["last_used"] = last_used
+    return record
+
+
+def _usage_row(values) -> dict:
+    row = dict(zip(USAGE_COLUMNS, values))
+    row["modalities"] = orjson.loads(row["modalities"])
+    row["streamed"] = bool(row["streamed"])
+    row["aborted"] = bool(row["aborted"])
+    return row

@@ -1,0 +1,76 @@
+"""This module provides the upstream HTTP layer: one pooled ``requests.Session`` per worker, and body readers.
+
+The Session decides nothing about keys or retries (that is :mod:`relay.upstream.pool`); it keeps TLS
+connections alive across requests and never reads the environment (``trust_env`` off: no proxies or
+``.netrc`` credentials slipping into upstream requests behind our back).
+"""
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+# What can go wrong while reading an upstream body after the headers arrived.
+READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
+
+
+class UpstreamFailure(Exception):
+    """An attempt that produced no HTTP response: ``reason`` is connect_timeout, timeout or connection."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__(reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def make_session(pool_size=2048):
+    """A Session with a large per-host pool (gevent runs thousands of streams per worker) and no retries."""
+    session = requests.Session()
+    session.trust_env = False
+    adapter = HTTPAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0, pool_block=False)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def send(session, method, url, headers, body, timeout):
+    """Send one attempt and return the streaming response once its headers arrived."""
+    try:
+        return session.request(
+            method, url, data=body, headers=headers, stream=True, timeout=timeout, allow_redirects=False,
+        )
+    except requests.ConnectTimeout as exc:
+        raise UpstreamFailure("connect_timeout", type(exc).__name__) from None
+    except requests.Timeout as exc:
+        raise UpstreamFailure("timeout", type(exc).__name__) from None
+    except (requests.RequestException, OSError) as exc:
+        # The exception text names host and path; keys travel only in headers, so it is safe, but we keep
+        # just the class name so nothing upstream-specific reaches a client.
+        raise UpstreamFailure("connection", type(exc).__name__) from None
+
+
+def iter_body(response, chunk_size=65536):
+    """Yield decoded body bytes as they arrive: per HTTP chunk when chunked, else whatever is readable."""
+    raw = response.raw
+    if raw.chunked:
+        yield from raw.stream(None, decode_content=True)
+        return
+    while True:
+        data = raw.read1(chunk_size, decode_content=True)
+        if not data:
+            return
+        yield data
+
+
+def read_limited(response, limit):
+    """Read a (small, e.g. error) body completely, keeping at most ``limit`` bytes."""
+    parts, size = [], 0
+    try:
+        for chunk in iter_body(response):
+            if size < limit:
+                parts.append(chunk[: limit - size])
+            size += len(chunk)
+    except READ_ERRORS:
+        pass
+    finally:
+        response.close()
+    return b"".join(parts)

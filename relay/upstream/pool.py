@@ -1,0 +1,188 @@
+"""This module provides the upstream pool: which upstream and key to try, in what order, and what to remember.
+
+Per request, :meth:`Pool.plan` lists candidate targets: upstreams serving the model, lowest priority tier
+first, weighted-shuffled within a tier, each upstream's keys in rotation, skipping keys that the shared
+store says are cooling down or disabled.  :meth:`Pool.record` turns an attempt's outcome into shared state:
+a 429 cools its key down for Google's ``RetryInfo`` (else exponential backoff), an invalid or revoked key
+is disabled until the re-probe time.  State changes are written on those events only; per-key request
+counters are kept in memory and flushed in batches.
+"""
+
+import fnmatch
+import hashlib
+import itertools
+import logging
+import random
+import threading
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from relay.config import Upstream
+from relay.errors import NotFound, ResourceExhausted, Unavailable, retry_info
+from relay.store import StoreError
+
+log = logging.getLogger("relay.pool")
+
+MAX_BACKOFF = 300.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One upstream and one key to try (``key`` is None in passthrough mode: the caller's key is used)."""
+
+    upstream: Upstream
+    key: str | None
+    key_id: str
+
+    @property
+    def masked_key(self):
+        return mask(self.key)
+
+
+def mask(key):
+    return f"…{key[-4:]}" if key else ""
+
+
+def key_id(upstream_name, key):
+    """A stable, non-reversible id for an upstream key, safe to store, log and show."""
+    return f"{upstream_name}:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def model_matches(patterns, model):
+    return any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns)
+
+
+class Pool:
+    """Chooses targets and records outcomes; one instance per worker process, shared by its greenlets."""
+
+    def __init__(self, settings, store, clock=time.time, rng=None):
+        self.settings = settings
+        self.store = store
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self._rotation = {upstream.name: itertools.count(self.rng.randrange(max(1, len(upstream.keys))))
+                          for upstream in settings.upstreams}
+        self._strikes = {}
+        self._counts = defaultdict(Counter)
+        self._lock = threading.Lock()
+        self.targets_by_id = {
+            key_id(upstream.name, key): Target(upstream, key, key_id(upstream.name, key))
+            for upstream in settings.upstreams for key in upstream.keys
+        }
+
+    def serving(self, upstream_model):
+        """Upstreams whose model patterns match; every upstream for calls about no model (None)."""
+        if upstream_model is None:
+            return list(self.settings.upstreams)
+        return [upstream for upstream in self.settings.upstreams if model_matches(upstream.models, upstream_model)]
+
+    def plan(self, upstream_model, pinned_key_id=None):
+        """Targets to try in order; raises 429/503 in Google's shape when every candidate is unavailable."""
+        now = self.clock()
+        blocked = self._blocked(now)
+        if pinned_key_id is not None:
+            target = self.targets_by_id.get(pinned_key_id)
+            if target is None:
+                raise Unavailable("The upstream key that owns this cached content is no longer configured.")
+            if pinned_key_id in blocked:
+                self._raise_blocked([blocked[pinned_key_id]], now)
+            return [target]
+
+        upstreams = self.serving(upstream_model)
+        if not upstreams:
+            raise NotFound(f"models/{upstream_model} is not served by any upstream of this relay.")
+        tiers = defaultdict(list)
+        for upstream in upstreams:
+            tiers[upstream.priority].append(upstream)
+        order, skipped = [], []
+        for priority in sorted(tiers):
+            rotations = []
+            for upstream in self._weighted_shuffle(tiers[priority]):
+                keys = self._rotated_keys(upstream)
+                available = [target for target in keys if target.key_id not in blocked]
+                skipped.extend(blocked[target.key_id] for target in keys if target.key_id in blocked)
+                rotations.append(available)
+            for group in itertools.zip_longest(*rotations):
+                order.extend(target for target in group if target is not None)
+        if not order:
+            self._raise_blocked(skipped, now)
+        return order
+
+    def record(self, target, outcome, retry_delay=None):
+        """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error or connection_error."""
+        with self._lock:
+            counts = self._counts[target.key_id]
+            counts["requests"] += 1
+            if outcome != "ok":
+                counts["failures"] += 1
+                counts[outcome] += 1
+            strikes = self._strikes.pop(target.key_id, 0) if outcome == "ok" else self._strikes.get(target.key_id, 0)
+            if outcome == "rate_limited":
+                strikes += 1
+                self._strikes[target.key_id] = strikes
+        now = self.clock()
+        try:
+            if outcome == "rate_limited":
+                delay = retry_delay if retry_delay else min(self.settings.cooldown_base * 2 ** (strikes - 1), MAX_BACKOFF)
+                self.store.cool_down(target.key_id, now + delay, "429", now)
+            elif outcome == "key_invalid":
+                self.store.disable(target.key_id, now + self.settings.reprobe_interval, "key rejected by upstream", now)
+        except StoreError:
+            log.warning("could not record %s for key %s in the store", outcome, target.key_id)
+
+    def flush_counts(self):
+        """Write the per-key counters gathered since the last flush (called from the background flusher)."""
+        with self._lock:
+            counts, self._counts = self._counts, defaultdict(Counter)
+        if counts:
+            self.store.add_key_counts({key: dict(values) for key, values in counts.items()}, self.clock())
+
+    def report(self):
+        """Upstreams and their keys (masked) with state, for the admin view."""
+        now = self.clock()
+        states = self.store.key_report()
+        upstreams = []
+        for upstream in self.settings.upstreams:
+            keys = []
+            for key in upstream.keys:
+                state = dict(states.get(key_id(upstream.name, key), {}))
+                until = state.get("until") or 0
+                if state.get("state") in ("cooling", "disabled") and until <= now:
+                    state["state"] = "healthy"
+                keys.append({"key": mask(key), "id": key_id(upstream.name, key), "state": state.pop("state", "healthy"),
+                             "until": until if until > now else None, **state})
+            upstreams.append({"name": upstream.name, "kind": upstream.kind, "url": upstream.url, "models": list(upstream.models),
+                              "priority": upstream.priority, "weight": upstream.weight, "keys": keys})
+        return upstreams
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _blocked(self, now):
+        try:
+            return self.store.blocked_keys(now)
+        except StoreError:
+            # Fail open: a store outage must not take every request down with it.
+            log.warning("store unreachable while reading key state; trying all keys")
+            return {}
+
+    def _rotated_keys(self, upstream):
+        if not upstream.keys:
+            return []
+        start = next(self._rotation[upstream.name]) % len(upstream.keys)
+        ordered = upstream.keys[start:] + upstream.keys[:start]
+        return [self.targets_by_id[key_id(upstream.name, key)] for key in ordered]
+
+    def _weighted_shuffle(self, upstreams):
+        # Efraimidis–Spirakis: sort by u^(1/w), so heavier upstreams tend to come first.
+        return sorted(upstreams, key=lambda upstream: -(self.rng.random() ** (1.0 / upstream.weight)))
+
+    def _raise_blocked(self, blocks, now):
+        cooling = [until for until, state in blocks if state == "cooling"]
+        if cooling:
+            wait = max(0.0, min(cooling) - now)
+            raise ResourceExhausted(
+                f"All upstream keys for this model are rate limited. Please retry in {wait:.1f}s.",
+                details=[retry_info(wait)], headers={"Retry-After": str(max(1, int(wait + 0.999)))},
+            )
+        raise Unavailable("Every upstream key for this model is disabled or failing. Please try again later.")

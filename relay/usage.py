@@ -1,0 +1,103 @@
+"""This module provides usage accounting: a row per relayed request, queued and written in batches.
+
+Token counts are exactly what Google reported in the *last* ``usageMetadata`` it sent (streams repeat it
+cumulatively on every event, so it is never summed); an aborted stream records what had arrived.
+Rows go to an in-memory queue on the request path and reach the store from the background flusher.
+"""
+
+import logging
+import threading
+from collections import deque
+
+from relay.store import StoreError
+
+log = logging.getLogger("relay.usage")
+
+TOKEN_FIELDS = {
+    "prompt_tokens": "promptTokenCount",
+    "candidates_tokens": "candidatesTokenCount",
+    "thoughts_tokens": "thoughtsTokenCount",
+    "cached_tokens": "cachedContentTokenCount",
+    "tool_use_tokens": "toolUsePromptTokenCount",
+    "total_tokens": "totalTokenCount",
+}
+DETAIL_FIELDS = {
+    "prompt": ("promptTokensDetails", "promptTokenDetails"),  # embeddings spell it in the singular
+    "candidates": ("candidatesTokensDetails",),
+    "cached": ("cacheTokensDetails",),
+    "tool_use": ("toolUsePromptTokensDetails",),
+}
+MAX_QUEUED = 200_000
+BATCH = 2000
+
+
+def token_counts(usage):
+    """Flat token counts and per-modality details from one usageMetadata object (missing → 0)."""
+    usage = usage or {}
+    counts = {name: _int(usage.get(key)) for name, key in TOKEN_FIELDS.items()}
+    if not counts["total_tokens"] and counts["prompt_tokens"] and "totalTokenCount" not in usage:
+        counts["total_tokens"] = counts["prompt_tokens"]
+    modalities = {}
+    for name, keys in DETAIL_FIELDS.items():
+        for key in keys:
+            for detail in usage.get(key) or ():
+                if isinstance(detail, dict):
+                    modality = str(detail.get("modality", "MODALITY_UNSPECIFIED"))
+                    bucket = modalities.setdefault(name, {})
+                    bucket[modality] = bucket.get(modality, 0) + _int(detail.get("tokenCount"))
+    counts["modalities"] = modalities
+    return counts
+
+
+def usage_row(call):
+    target = call.target
+    row = {
+        "ts": call.ts,
+        "request_id": call.request_id,
+        "client": getattr(call.client, "name", None),
+        "requested_model": call.requested_model,
+        "upstream_model": call.upstream_model,
+        "upstream": target.upstream.name if target else None,
+        "key_id": target.key_id if target else None,
+        "status": call.status or 0,
+        "upstream_status": call.upstream_status,
+        "latency_ms": round(call.latency_ms, 2),
+        "streamed": bool(call.stream),
+        "aborted": bool(call.aborted),
+        "route": call.method,
+    }
+    row.update(token_counts(call.usage))
+    return row
+
+
+def _int(value):
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+class UsageRecorder:
+    """Queues usage rows on the request path; :meth:`flush` writes them from the background."""
+
+    def __init__(self, store):
+        self.store = store
+        self.queue = deque()
+        self._lock = threading.Lock()
+
+    def record(self, call):
+        if len(self.queue) >= MAX_QUEUED:
+            log.warning("usage queue full (%d rows); the store is not keeping up", len(self.queue))
+        row = usage_row(call)
+        self.queue.append(row)
+        return row
+
+    def flush(self):
+        with self._lock:  # one writer at a time, so a shutdown flush cannot race the periodic one
+            while self.queue:
+                batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+                try:
+                    self.store.write_usage(batch)
+                except StoreError:
+                    self.queue.extendleft(reversed(batch))
+                    raise

@@ -1,0 +1,262 @@
+"""This module provides the e2e harness: the fake upstream and the real relay (gunicorn) as child processes.
+
+Both run as real processes on loopback ports chosen at runtime, with proxy variables removed, and
+write their output to files under the test's tmp directory so tests can read the access log.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "gemini"
+PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
+# Settings a developer may have exported that would leak into the relay under test.
+AMBIENT_SETTINGS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_API_VERSION", "PORT", "WEB_CONCURRENCY")
+
+
+def clean_env(overrides: dict | None = None) -> dict:
+    """The parent environment without proxies or relay settings, plus `overrides` (None removes)."""
+    env = {
+        name: value for name, value in os.environ.items()
+        if name.upper() not in PROXY_VARIABLES and not name.startswith("RELAY_") and name not in AMBIENT_SETTINGS
+    }
+    env.update(NO_PROXY="*", no_proxy="*", PYTHONUNBUFFERED="1")
+    for name, value in (overrides or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = str(value)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http() -> requests.Session:
+    """A requests session that never uses proxies from the environment."""
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.05):
+    """Poll `predicate` until it returns something truthy; return that value (or the last falsy one)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def body_bytes(entry: dict) -> bytes:
+    """The request body the fake upstream logged (exact unless `body_truncated`)."""
+    return base64.b64decode(entry["body_b64"])
+
+
+def header_values(entry: dict, name: str) -> list[str]:
+    return [value for key, value in entry["headers"] if key.lower() == name.lower()]
+
+
+def _tail(path: Path, limit: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-limit:]
+    except FileNotFoundError:
+        return ""
+
+
+def _stop(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM the child's process group, wait, then SIGKILL it (the group is ours: start_new_session)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+
+class FakeUpstream:
+    """`python -m tests.fakeupstream` as a child process, with its control API as methods."""
+
+    def __init__(self, workdir: Path, name: str = "fake-upstream"):
+        self.workdir = Path(workdir)
+        self.name = name
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.session = http()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 15.0) -> "FakeUpstream":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        port_file = self.workdir / f"{self.name}.port"
+        port_file.unlink(missing_ok=True)
+        stderr_path = self.workdir / f"{self.name}.stderr"
+        with open(self.workdir / f"{self.name}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.fakeupstream", "--port", "0", "--port-file", str(port_file)],
+                cwd=REPO_ROOT, env=clean_env(), stdout=stdout, stderr=stderr, start_new_session=True,
+            )
+        ready = wait_until(lambda: port_file.exists() or self.process.poll() is not None, timeout)
+        if not ready or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError(f"fake upstream did not start:\n{_tail(stderr_path)}")
+        self.port = int(port_file.read_text())
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process, timeout=5)
+        self.session.close()
+
+    def __enter__(self) -> "FakeUpstream":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def _call(self, method: str, path: str, **kwargs):
+        response = self.session.request(method, self.url + path, timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json()
+
+    def requests(self, since: int = 0) -> list[dict]:
+        return self._call("GET", f"/_fake/requests?since={since}")
+
+    def script(self, rules) -> dict:
+        return self._call("POST", "/_fake/script", json=rules)
+
+    def reset(self) -> None:
+        self._call("POST", "/_fake/reset")
+
+    def closed(self) -> list[dict]:
+        return self._call("GET", "/_fake/closed")
+
+    def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict]:
+        entries = wait_until(lambda: (lambda got: got if len(got) >= count else None)(self.requests()), timeout)
+        return entries or self.requests()
+
+
+class RelayServer:
+    """The real relay: `gunicorn -c gunicorn.conf.py app:app` from the repo root with the gevent worker."""
+
+    def __init__(self, workdir: Path, upstream_url: str, env: dict | None = None, workers: int = 2,
+                 name: str = "relay"):
+        self.workdir = Path(workdir)
+        self.upstream_url = upstream_url
+        self.env = dict(env or {})
+        self.workers = workers
+        self.name = name
+        self.process: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.stdout_path = self.workdir / f"{name}.stdout"
+        self.stderr_path = self.workdir / f"{name}.stderr"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> "RelayServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for _attempt in range(3):
+            self.port = free_port()
+            env = clean_env({
+                "PORT": self.port, "WEB_CONCURRENCY": self.workers, "RELAY_UPSTREAM_URL": self.upstream_url,
+                **self.env,
+            })
+            with open(self.stdout_path, "ab") as stdout, open(self.stderr_path, "ab") as stderr:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "app:app"],
+                    cwd=REPO_ROOT, env=env, stdout=stdout, stderr=stderr, start_new_session=True,
+                )
+            if self._wait_ready(timeout):
+                return self
+            output = _tail(self.stderr_path)
+            self.stop()
+            if "Address already in use" not in output:
+                raise RuntimeError(f"relay did not become ready on port {self.port}:\n{output}")
+        raise RuntimeError(f"relay could not bind a free port:\n{_tail(self.stderr_path)}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        session = http()
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    return False
+                try:
+                    if session.get(self.url + "/healthz", timeout=1).status_code == 200:
+                        return True
+                except requests.RequestException:
+                    pass
+                time.sleep(0.1)
+            return False
+        finally:
+            session.close()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is not None:
+            _stop(self.process, timeout)
+
+    def __enter__(self) -> "RelayServer":
+        return self.start()
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    def output_text(self) -> str:
+        """Everything the relay printed (stdout + stderr)."""
+        return _tail(self.stdout_path, 10**9) + _tail(self.stderr_path, 10**9)
+
+    def access_log(self) -> list[dict]:
+        """JSON access-log lines (objects with a request_id) the relay wrote so far."""
+        records = []
+        for line in self.output_text().splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and "request_id" in record:
+                records.append(record)
+        return records
+
+    def access_log_for(self, request_id: str, timeout: float = 5.0) -> list[dict]:
+        """Access-log records with this request id, waiting briefly because streams log at their end."""
+        def matching():
+            return [record for record in self.access_log() if record.get("request_id") == request_id]
+        return wait_until(matching, timeout) or []
+
+
+def genai_client(base_url: str, api_key: str, api_version: str | None = None, timeout_ms: int = 30_000):
+    """A google-genai Client pointed at `base_url` (the relay or the fake upstream)."""
+    from google import genai
+    from google.genai import types
+
+    options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=timeout_ms)
+    return genai.Client(api_key=api_key, http_options=options)

@@ -1,0 +1,1 @@
+"""This module provides helpers shared by test packages (real servers, fixtures' plumbing)."""

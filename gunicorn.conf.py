@@ -5,6 +5,8 @@ drive it; relay's own settings are documented in the README.
 """
 
 import os
+import shutil
+import tempfile
 
 # -- where to listen --------------------------------------------------------------------------------
 # PaaS routers give the port in $PORT.
@@ -43,3 +45,25 @@ def worker_exit(server, worker):
     shutdown = getattr(getattr(worker, "wsgi", None), "relay_shutdown", None)
     if shutdown is not None:
         shutdown()
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+# prometheus_client's multiprocess mode: every worker writes its samples under one directory, /metrics
+# sums them.  A fresh directory per master, so a restart does not resurrect old counts.
+if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="relay-metrics-")
+    _OWN_METRICS_DIR = True
+else:
+    _OWN_METRICS_DIR = False
+
+
+def child_exit(server, worker):
+    """A worker is gone: its live gauges (open streams) must stop counting."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import orjson
 from flask import Response
 
-from relay import framing
+from relay import framing, metrics
 from relay.errors import DeadlineExceeded, Unavailable, parse_duration
 from relay.upstream.http import READ_ERRORS, UpstreamFailure, iter_body, read_limited, send
 from relay.upstream.pool import Target
@@ -224,6 +224,7 @@ def relay_stream(call, upstream):
     payload_of = framing.SseSplitter.data if call.stream == "sse" else framing.JsonArraySplitter.element
     call.status = upstream.status_code
     failure = None
+    metrics.OPEN_STREAMS.inc()
     try:
         try:
             for chunk in iter_body(upstream):
@@ -253,6 +254,8 @@ def relay_stream(call, upstream):
     except GeneratorExit:
         call.aborted = call.aborted or "client"
         raise
+    finally:
+        metrics.OPEN_STREAMS.dec()
 
 
 def relay_unary_chunks(call, upstream):

@@ -10,6 +10,7 @@ import logging
 
 from flask import current_app
 
+from relay import metrics
 from relay.auth import Authenticator
 from relay.background import Flusher
 from relay.limits import Limits
@@ -40,15 +41,23 @@ class Services:
         atexit.register(self.shutdown)
 
     def record(self, call, target, outcome, detail=None, retry_delay=None):
-        """An upstream attempt finished: tell the pool (managed mode only; passthrough keys are not ours)."""
+        """An upstream attempt finished: count it, and tell the pool (managed mode: passthrough keys aren't ours)."""
+        retry_reason = call.scratch.get("previous_outcome") if call.attempts > 1 else None
+        metrics.attempt(target.upstream.name, outcome, retry_reason)
+        call.scratch["previous_outcome"] = detail or outcome
         if self.settings.managed and target.key is not None:
             self.pool.record(target, outcome, retry_delay=retry_delay)
+            if outcome in ("rate_limited", "key_invalid"):
+                metrics.key_blocked(target.upstream.name, "cooldown" if outcome == "rate_limited" else "disabled")
 
     def finished(self, call):
         """A relayed call is completely done (body sent or abandoned): queue its usage row, charge its tokens."""
         self.flusher.ensure_started()
         row = self.usage.record(call)
         self.limits.charge(call, row["total_tokens"])
+        metrics.tokens(call.requested_model, row)
+        if call.first_byte_ms is not None:
+            metrics.first_byte(call.requested_model, call.first_byte_ms / 1000)
 
     def shutdown(self):
         """Flush everything queued; safe to call twice (worker_exit hook, then atexit)."""

@@ -13,7 +13,7 @@ import uuid
 from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from relay import accesslog
+from relay import accesslog, metrics
 from relay.errors import (
     InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
 )
@@ -101,7 +101,9 @@ def _finish(response):
             call.latency_ms = (time.perf_counter() - call.started) * 1000
             call.status = call.status or status
             services.finished(call)
-        accesslog.write(accesslog.access_line(request_id, http_method, route, call.status if call else status, started, call))
+        final_status = call.status if call else status
+        accesslog.write(accesslog.access_line(request_id, http_method, route, final_status, started, call))
+        metrics.request_done(route, call.requested_model if call else None, final_status, time.perf_counter() - started)
 
     response.call_on_close(done)
     return response

@@ -208,7 +208,9 @@ def start_relay(workdir, upstream_port, workers=2):
         "RELAY_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}", "RELAY_UPSTREAM_KEYS": UPSTREAM_KEY,
         "RELAY_API_KEYS": CLIENT_KEY, "RELAY_DB": os.path.join(workdir, "relay.db"),
     }
-    process, log_path = launch("relay", [gunicorn, "-c", "gunicorn.conf.py", "app:app"], workdir, env, cwd=REPO)
+    # --bind overrides the config's 0.0.0.0: the benchmark stays on loopback.
+    command = [gunicorn, "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "app:app"]
+    process, log_path = launch("relay", command, workdir, env, cwd=REPO)
     service = Service("relay", process, port, log_path)
     wait_http(service, "/healthz", 60)
     return service

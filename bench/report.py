@@ -20,7 +20,8 @@ def command_output(command):
         finished = subprocess.run(command, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (finished.stdout + finished.stderr).strip().splitlines()[0] if (finished.stdout + finished.stderr) else None
+    text = (finished.stdout + finished.stderr).strip()
+    return text.splitlines()[0] if finished.returncode == 0 and text else None
 
 
 def package_version(site_glob):

@@ -82,7 +82,7 @@ def forward(call, services):
         return upstream_error_response(call, upstream)
     headers = response_headers(upstream.headers)
     if call.stream:
-        return Response(relay_stream(call, upstream), status=upstream.status_code, headers=headers, direct_passthrough=True)
+        return Response(relay_stream(call, upstream), status=upstream.status_code, headers=headers)
     length = upstream.headers.get("Content-Length")
     if call.inspect is not None or (length is not None and length.isdigit() and int(length) <= SMALL_BODY):
         body = read_limited(upstream, INSPECT_LIMIT)
@@ -91,7 +91,7 @@ def forward(call, services):
             body = call.inspect(call, body) or body
         call.usage = framing.find_usage(body) if call.method != "countTokens" else None
         return Response(body, status=upstream.status_code, headers=headers)
-    return Response(relay_unary_chunks(call, upstream), status=upstream.status_code, headers=headers, direct_passthrough=True)
+    return Response(relay_unary_chunks(call, upstream), status=upstream.status_code, headers=headers)
 
 
 def open_upstream(call, services):

@@ -217,7 +217,7 @@ class RelayServer:
         finally:
             session.close()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         if self.process is not None:
             _stop(self.process, timeout)
 

@@ -6,15 +6,17 @@ that created a cache may see, use, update or delete it.  Anything else gets Goog
 cache that is not yours: 403 ``PERMISSION_DENIED``.
 """
 
+import logging
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 
 import orjson
 
-from relay.errors import PermissionDenied, render_json
+from relay.errors import PermissionDenied, Unavailable, render_json
 from relay.store import StoreError
 
+log = logging.getLogger("relay.caches")
 DEFAULT_TTL = 3600.0
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
 
@@ -25,7 +27,7 @@ def not_yours():
 
 def parse_timestamp(text):
     """Unix seconds of an RFC 3339 timestamp with up to nine fractional digits (Google's form), or None."""
-    match = _RFC3339.match(text or "")
+    match = _RFC3339.match(text) if isinstance(text, str) else None
     if not match:
         return None
     whole, fraction, zone = match.groups()
@@ -38,7 +40,8 @@ def owner_of(services, call, name):
     try:
         owner = services.store.get_cache(name, time.time())
     except StoreError:
-        owner = None
+        # Not a 403: the cache may well be the caller's, relay just cannot tell right now.
+        raise Unavailable("Cached content ownership could not be checked right now; try again.") from None
     if owner is None or owner.get("client") != call.client.name:
         raise not_yours()
     return owner
@@ -64,13 +67,21 @@ def record_owner(services, call, body):
     expire_at = parse_timestamp(cache.get("expireTime")) or time.time() + DEFAULT_TTL
     owner = {"upstream": call.target.upstream.name, "key_id": call.target.key_id, "client": call.client.name,
              "cache": {key: value for key, value in cache.items() if key != "contents"}}
-    services.store.put_cache(name, owner, expire_at)
+    try:
+        services.store.put_cache(name, owner, expire_at)
+    except StoreError:
+        # The cache exists upstream whatever happens here; failing the call would only orphan it.
+        log.error("could not record the owner of %s; it cannot be used through relay", name)
     return None
 
 
 def forget(services, call, body):
+    """After a successful delete: drop the ownership record (it would expire on its own anyway)."""
     if call.status is not None and call.status < 300 and services.settings.managed:
-        services.store.delete_cache(call.scratch["cache_name"])
+        try:
+            services.store.delete_cache(call.scratch["cache_name"])
+        except StoreError:
+            log.warning("could not forget %s; its record expires with the cache", call.scratch["cache_name"])
     return None
 
 

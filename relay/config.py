@@ -170,101 +170,216 @@ TOP_LEVEL = {
     "upstreams", "aliases", "model_timeouts", "max_body_mb", "connect_timeout", "read_timeout",
     "max_attempts", "retry_deadline", "cooldown_seconds", "reprobe_seconds", "thinking_variants",
 }
+# file setting: (Settings field, kind of value, example for the error message)
+FILE_FIELDS = {
+    "connect_timeout": ("connect_timeout", "seconds", "connect_timeout = 10"),
+    "read_timeout": ("read_timeout", "seconds", "read_timeout = 300"),
+    "max_attempts": ("max_attempts", "count", "max_attempts = 3"),
+    "retry_deadline": ("retry_deadline", "seconds", "retry_deadline = 60"),
+    "cooldown_seconds": ("cooldown_base", "seconds", "cooldown_seconds = 5"),
+    "reprobe_seconds": ("reprobe_interval", "seconds", "reprobe_seconds = 600"),
+    "max_body_mb": ("max_body_bytes", "megabytes", "max_body_mb = 100"),
+    "thinking_variants": ("thinking_variants", "boolean", "thinking_variants = true"),
+}
 
 
 def _load_toml(path, environ):
     try:
         with open(path, "rb") as handle:
-            data = tomllib.load(handle)
+            raw = handle.read()
     except FileNotFoundError:
         raise ConfigError(f"RELAY_CONFIG={path!r}: no such file; point RELAY_CONFIG at your relay.toml") from None
+    except OSError as exc:
+        raise ConfigError(f"RELAY_CONFIG={path!r} cannot be read ({exc.strerror}); check the path and its permissions") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: the file is not UTF-8 text; save it as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc} — fix the TOML syntax on that line (see relay.example.toml)") from None
+        raise ConfigError(f"{path}: {exc}: fix the TOML syntax on that line (see relay.example.toml)") from None
 
-    where = _LineFinder(path)
+    where = _TomlLines(path, raw.decode("utf-8"))
     unknown = sorted(set(data) - TOP_LEVEL)
     if unknown:
-        raise ConfigError(f"{path}:{where.line(unknown[0])}: unknown setting {unknown[0]!r}; known: {', '.join(sorted(TOP_LEVEL))}")
+        raise ConfigError(f"{where.at(unknown[0])}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(TOP_LEVEL))}")
 
-    entries = data.get("upstreams", [])
-    if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{path}: add at least one [[upstreams]] table with name and url (see relay.example.toml)")
-    upstreams = [_toml_upstream(path, where, entry, environ) for entry in entries]
+    entries = data.get("upstreams")
+    if not isinstance(entries, list) or not entries or not all(isinstance(entry, dict) for entry in entries):
+        raise ConfigError(f"{where.at('upstreams')}: add at least one [[upstreams]] table with name and url (see relay.example.toml)")
+    upstreams = [_toml_upstream(where, index, entry, environ) for index, entry in enumerate(entries)]
+    _check_upstream_names(where, upstreams)
 
     values = {}
-    simple = {
-        "connect_timeout": ("connect_timeout", float), "read_timeout": ("read_timeout", float),
-        "max_attempts": ("max_attempts", int), "retry_deadline": ("retry_deadline", float),
-        "cooldown_seconds": ("cooldown_base", float), "reprobe_seconds": ("reprobe_interval", float),
-        "thinking_variants": ("thinking_variants", bool),
-        "max_body_mb": ("max_body_bytes", lambda mb: int(float(mb) * 1024 * 1024)),
-    }
-    for key, (name, parse) in simple.items():
+    for key, (name, kind, example) in FILE_FIELDS.items():
         if key in data:
-            try:
-                values[name] = parse(data[key])
-            except (TypeError, ValueError):
-                raise ConfigError(f"{path}:{where.line(key)}: {key} = {data[key]!r} has the wrong type") from None
-    aliases = data.get("aliases", {})
-    if not isinstance(aliases, dict) or not all(isinstance(v, str) for v in aliases.values()):
-        raise ConfigError(f"{path}:{where.line('aliases')}: [aliases] maps public names to upstream model names (strings)")
-    values["aliases"] = dict(aliases)
+            values[name] = _file_value(where.at(key), key, data[key], kind, example)
+    values["aliases"] = _toml_aliases(where, data.get("aliases", {}))
     if "model_timeouts" in data:
-        timeouts = data["model_timeouts"]
-        if not isinstance(timeouts, dict):
-            raise ConfigError(f"{path}:{where.line('model_timeouts')}: [model_timeouts] maps model patterns to seconds")
-        try:
-            values["model_read_timeouts"] = tuple((pattern, float(seconds)) for pattern, seconds in timeouts.items())
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path}:{where.line('model_timeouts')}: [model_timeouts] values must be seconds") from None
+        values["model_read_timeouts"] = _toml_model_timeouts(where, data["model_timeouts"])
     return upstreams, values
 
 
-def _toml_upstream(path, where, entry, environ):
+def _file_value(at, key, value, kind, example):
+    if kind == "boolean":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{at}: {key} = {value!r} must be true or false, e.g. {example}")
+        return value
+    if kind == "count":
+        if not _is_integer(value) or value < 1:
+            raise ConfigError(f"{at}: {key} = {value!r} must be a whole number of at least 1, e.g. {example}")
+        return value
+    if not _is_number(value) or value <= 0:
+        raise ConfigError(f"{at}: {key} = {value!r} must be a positive number of {kind}, e.g. {example}")
+    return int(value * 1024 * 1024) if kind == "megabytes" else float(value)
+
+
+def _toml_upstream(where, index, entry, environ):
     name = entry.get("name")
-    at = f"{path}:{where.line(name or 'upstreams')}"
-    if not isinstance(name, str) or not name:
-        raise ConfigError(f"{at}: every [[upstreams]] needs name = \"...\"")
+    at = where.at("name", "upstreams", index)
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{at}: upstream #{index + 1} needs a name, e.g. name = \"google\"")
+    label = f"upstream {name!r}"
+
+    def fail(field, problem):
+        raise ConfigError(f"{where.at(field, 'upstreams', index)}: {label}: {problem}")
+
     unknown = sorted(set(entry) - UPSTREAM_FIELDS)
     if unknown:
-        raise ConfigError(f"{path}:{where.line(unknown[0])}: upstream {name!r}: unknown field {unknown[0]!r}; known: {', '.join(sorted(UPSTREAM_FIELDS))}")
+        fail(unknown[0], f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(UPSTREAM_FIELDS))}")
     kind = entry.get("kind", "gemini")
     if kind not in UPSTREAM_KINDS:
-        raise ConfigError(f"{at}: upstream {name!r}: kind = {kind!r} is not supported yet; use \"gemini\"")
-    keys = entry.get("keys", [])
-    if isinstance(keys, str):
-        keys = _split(keys)
+        fail("kind", f"kind = {kind!r} is not supported (yet); use kind = \"gemini\"")
+    url = entry.get("url", GOOGLE_URL)
+    if not isinstance(url, str) or not URL_PATTERN.match(url):
+        fail("url", f"url = {url!r} is not an http(s) base URL; use e.g. url = \"{GOOGLE_URL}\"")
+    keys = _string_list(entry.get("keys", []), split=True)
+    if keys is None:
+        fail("keys", "keys must be a list of strings, e.g. keys = [\"AIza...\", \"AIza...\"]")
     if "keys_env" in entry:
         variable = entry["keys_env"]
-        if variable not in environ:
-            raise ConfigError(f"{at}: upstream {name!r}: keys_env = {variable!r} but that environment variable is not set")
+        if not isinstance(variable, str) or not variable:
+            fail("keys_env", "keys_env names an environment variable, e.g. keys_env = \"GOOGLE_KEYS\"")
+        if not _split(environ.get(variable, "")):
+            fail("keys_env", f"keys_env = {variable!r} but that environment variable is unset or empty; "
+                             f"export {variable}=key1,key2 or remove keys_env")
         keys = [*keys, *_split(environ[variable])]
-    models = entry.get("models", ["*"])
-    if isinstance(models, str):
-        models = [models]
-    try:
-        return Upstream(
-            name=name, kind=kind, url=_check_url(at, entry.get("url", GOOGLE_URL)), keys=tuple(keys),
-            models=tuple(models), priority=int(entry.get("priority", 0)), weight=max(1, int(entry.get("weight", 1))),
-            connect_timeout=_optional_float(entry.get("connect_timeout")), read_timeout=_optional_float(entry.get("read_timeout")),
-        )
-    except (TypeError, ValueError):
-        raise ConfigError(f"{at}: upstream {name!r}: priority/weight must be integers and timeouts numbers") from None
+    models = _string_list(entry.get("models", ["*"]), split=False)
+    if not models:
+        fail("models", "models must be a non-empty list of model name patterns, e.g. models = [\"gemini-2.5-*\"]")
+    priority = entry.get("priority", 0)
+    if not _is_integer(priority):
+        fail("priority", f"priority = {priority!r} must be a whole number (lower is tried first), e.g. priority = 0")
+    weight = entry.get("weight", 1)
+    if not _is_number(weight) or weight <= 0:
+        fail("weight", f"weight = {weight!r} must be a positive number, e.g. weight = 1")
+    timeouts = {}
+    for field_name in ("connect_timeout", "read_timeout"):
+        value = entry.get(field_name)
+        if value is not None and (not _is_number(value) or value <= 0):
+            fail(field_name, f"{field_name} = {value!r} must be a positive number of seconds, e.g. {field_name} = 30")
+        timeouts[field_name] = None if value is None else float(value)
+    return Upstream(name=name, kind=kind, url=url.rstrip("/"), keys=tuple(dict.fromkeys(keys)), models=tuple(models),
+                    priority=priority, weight=weight, **timeouts)
 
 
-def _optional_float(value):
-    return None if value is None else float(value)
+def _check_upstream_names(where, upstreams):
+    seen = set()
+    for index, upstream in enumerate(upstreams):
+        if upstream.name in seen:
+            raise ConfigError(f"{where.at('name', 'upstreams', index)}: upstream name {upstream.name!r} is used twice; "
+                              "give every [[upstreams]] its own name")
+        seen.add(upstream.name)
+    with_keys = [upstream for upstream in upstreams if upstream.keys]
+    if with_keys and len(with_keys) != len(upstreams):
+        index, empty = next((index, upstream) for index, upstream in enumerate(upstreams) if not upstream.keys)
+        raise ConfigError(f"{where.at('name', 'upstreams', index)}: upstream {empty.name!r} has no keys while others do; "
+                          "give it keys = [...] or keys_env = \"VARIABLE\" (or remove keys everywhere, for passthrough)")
 
 
-class _LineFinder:
-    """Finds the first line of a TOML file that mentions a key or value, for error messages."""
+def _toml_aliases(where, aliases):
+    if not isinstance(aliases, dict):
+        raise ConfigError(f"{where.at('aliases')}: aliases must be a table: [aliases] then lines like fast = \"gemini-2.5-flash\"")
+    resolved = {}
+    for public_name, upstream_model in aliases.items():
+        if not isinstance(upstream_model, str) or not MODEL_NAME.match(upstream_model.removeprefix("models/")):
+            raise ConfigError(f"{where.at(public_name, 'aliases')}: alias {public_name!r} = {upstream_model!r} must name one "
+                              "upstream model, e.g. fast = \"gemini-2.5-flash\"")
+        resolved[public_name] = upstream_model.removeprefix("models/")
+    return resolved
 
-    def __init__(self, path):
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            self.lines = handle.read().splitlines()
 
-    def line(self, needle):
-        for number, text in enumerate(self.lines, start=1):
-            if str(needle) in text:
-                return number
-        return 1
+def _toml_model_timeouts(where, timeouts):
+    if not isinstance(timeouts, dict):
+        raise ConfigError(f"{where.at('model_timeouts')}: model_timeouts must be a table: [model_timeouts] then lines like "
+                          "\"*-image*\" = 600")
+    pairs = []
+    for pattern, seconds in timeouts.items():
+        if not _is_number(seconds) or seconds <= 0:
+            raise ConfigError(f"{where.at(pattern, 'model_timeouts')}: model_timeouts {pattern!r} = {seconds!r} must be a "
+                              "positive number of seconds, e.g. \"*-image*\" = 600")
+        pairs.append((pattern, float(seconds)))
+    return tuple(pairs)
+
+
+def _is_integer(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _string_list(value, split):
+    """A list of non-empty strings from a TOML string or array; None when it is anything else."""
+    if isinstance(value, str):
+        return _split(value) if split else [value.strip()] if value.strip() else []
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return [item.strip() for item in value if item.strip()]
+    return None
+
+
+class _TomlLines:
+    """Where each table and each key of a relay.toml starts, so that errors can name the line.
+
+    A light scan, not a second parser: it follows ``[table]`` and ``[[array]]`` headers and ``key =``
+    lines, which is all relay.toml uses; anything it cannot place is reported without a line number.
+    """
+
+    HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_-]+)\s*\]\]?")
+    ASSIGNMENT = re.compile(r"""^\s*("(?:[^"\\]|\\.)*"|'[^']*'|[A-Za-z0-9_-]+)\s*=""")
+
+    def __init__(self, path, text):
+        self.path = path
+        self.tables = {}  # (table, index) -> header line; index counts [[array]] tables, None for [table]
+        self.keys = {}  # (table, index, key) -> line; table None is the top level
+        arrays = {}
+        table = (None, None)
+        for number, line in enumerate(text.splitlines(), start=1):
+            header = self.HEADER.match(line)
+            if header:
+                brackets, name = header.groups()
+                index = None
+                if brackets == "[[":
+                    index = arrays[name] = arrays.get(name, -1) + 1
+                table = (name, index)
+                self.tables.setdefault(table, number)
+                continue
+            assignment = self.ASSIGNMENT.match(line)
+            if assignment:
+                key = assignment.group(1)
+                key = key[1:-1] if key[:1] in "\"'" else key
+                self.keys.setdefault((*table, key), number)
+
+    def line(self, key, table=None, index=None):
+        """The line of ``key`` in a table (else the table's header), or of a top-level key or table; or None."""
+        found = self.keys.get((table, index, key))
+        if found is None and table is not None:
+            found = self.tables.get((table, index)) or self.keys.get((None, None, table))
+        if found is None and table is None:
+            found = self.tables.get((key, None)) or self.tables.get((key, 0))
+        return found
+
+    def at(self, key, table=None, index=None):
+        """``path:line`` for an error message (just ``path`` when the line is unknown)."""
+        number = self.line(key, table, index)
+        return f"{self.path}:{number}" if number else self.path

@@ -15,9 +15,9 @@ from urllib.parse import urlencode
 import orjson
 from flask import Response
 
-from relay import framing, metrics
+from relay import clientwatch, framing, metrics
 from relay.errors import DeadlineExceeded, Unavailable, parse_duration
-from relay.upstream.http import READ_ERRORS, UpstreamFailure, iter_body, read_limited, send
+from relay.upstream.http import READ_ERRORS, UpstreamFailure, abort, iter_body, read_limited, send
 from relay.upstream.pool import Target
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
@@ -56,6 +56,7 @@ class Call:
     stream: str | None = None  # "sse", "array" or None
     pinned_key_id: str | None = None
     read_timeout: float | None = None
+    client_socket: object = None  # gunicorn's socket for the caller, to notice a hang-up mid-stream
     inspect: object = None  # callable(call, body bytes) -> new bytes or None, for bodies relay must read
     scratch: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
@@ -225,6 +226,12 @@ def relay_stream(call, upstream):
     call.status = upstream.status_code
     failure = None
     metrics.OPEN_STREAMS.inc()
+
+    def client_gone():
+        call.aborted = "client"
+        abort(upstream)  # the read below returns at once; nothing more is sent
+
+    stop_watching = clientwatch.watch(call.client_socket, client_gone)
     try:
         try:
             for chunk in iter_body(upstream):
@@ -236,13 +243,14 @@ def relay_stream(call, upstream):
                         call.usage = usage
                     yield unit
             clean = splitter.finished if call.stream == "array" else (splitter.pending == 0 or splitter.pending_is_blank)
-            if not clean:
+            if not clean and call.aborted != "client":
                 failure = Unavailable("The upstream stream ended before the response was complete.")
         except framing.FramingError:
             failure = Unavailable("The upstream sent a malformed stream.")
         except READ_ERRORS as exc:
-            failure = _read_failure(exc)
+            failure = None if call.aborted == "client" else _read_failure(exc)
         finally:
+            stop_watching()
             upstream.close()
         if failure is not None:
             call.aborted = "upstream"
@@ -255,6 +263,7 @@ def relay_stream(call, upstream):
         call.aborted = call.aborted or "client"
         raise
     finally:
+        stop_watching()
         metrics.OPEN_STREAMS.dec()
 
 

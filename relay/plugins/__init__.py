@@ -40,6 +40,8 @@ class PluginError(Exception):
 
 
 class Registry:
+    """The registered plugins and, per hook, the ones that implement it, in registration order."""
+
     def __init__(self, plugins=()):
         self.plugins = []
         self._hooks = {hook: [] for hook in HOOKS}
@@ -52,8 +54,12 @@ class Registry:
             raise PluginError(f"{plugin!r} has no name")
         if any(existing.name == name for existing in self.plugins):
             raise PluginError(f"a plugin named {name!r} is already registered")
+        suffixes = getattr(plugin, "suffixes", ())
+        well_formed = all(isinstance(suffix, str) and suffix for suffix in suffixes)
+        if not isinstance(suffixes, (tuple, list)) or not well_formed:
+            raise PluginError(f"plugin {name!r}: suffixes must be a tuple of model-name suffixes such as ('-thinking',)")
         taken = {suffix for existing in self.plugins for suffix in getattr(existing, "suffixes", ())}
-        clash = taken & set(getattr(plugin, "suffixes", ()))
+        clash = taken & set(suffixes)
         if clash:
             raise PluginError(f"plugin {name!r} claims model suffixes already taken: {sorted(clash)}")
         hooks = []
@@ -63,7 +69,10 @@ class Registry:
             if attribute not in HOOKS:
                 raise PluginError(f"plugin {name!r}: {attribute!r} is not a hook; hooks are {', '.join(HOOKS)}")
             expected = ("ctx", *HOOKS[attribute][0])
-            params = tuple(inspect.signature(getattr(plugin, attribute)).parameters)
+            hook = getattr(plugin, attribute)
+            if not callable(hook):
+                raise PluginError(f"plugin {name!r}: {attribute} must be a method taking {expected}")
+            params = tuple(inspect.signature(hook).parameters)
             if params != expected:
                 raise PluginError(f"plugin {name!r}: {attribute}{params} should take {expected}")
             hooks.append(attribute)

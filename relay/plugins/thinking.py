@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 SUFFIX = re.compile(r"^(?P<base>.+?)-(?:(?P<off>nothinking)|thinking(?:-(?P<arg>\d+|minimal|low|medium|high))?)$")
 LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
-LEVEL_BUDGETS = {"MINIMAL": 512, "LOW": 1024, "MEDIUM": 8192, "HIGH": None}  # None: the family's maximum
+# A level asked of a budget model: Google's own OpenAI-compatibility mapping (low 1K, medium 8K, high 24K
+# tokens); minimal is the smallest budget every 2.5 model accepts without switching thinking off.
+LEVEL_BUDGETS = {"MINIMAL": 512, "LOW": 1024, "MEDIUM": 8192, "HIGH": 24576}
 VARIANTS = ("-thinking", "-nothinking", "-thinking-low", "-thinking-medium", "-thinking-high")
 
 
@@ -27,31 +29,46 @@ class Family:
     levels: tuple = ()  # non-empty: the family takes thinkingLevel, not a budget
 
 
+# Google's documented limits (ai.google.dev/gemini-api/docs/thinking; Vertex "Thinking" page, 2026):
+# 2.5 Pro 128–32768 and cannot switch thinking off; 2.5 Flash 0–24576; 2.5 Flash-Lite 0 or 512–24576.
 GEMINI_25_PRO = Family("gemini-2.5-pro", budget_min=128, budget_max=32768, can_disable=False)
 GEMINI_25_FLASH = Family("gemini-2.5-flash")
 GEMINI_25_FLASH_LITE = Family("gemini-2.5-flash-lite", lowest_nonzero=512)
+# Gemini 3 levels: 3 Pro LOW/HIGH; 3.1 Pro and later Pros LOW/MEDIUM/HIGH; every Flash-Lite and the Flash
+# models up to 3.6 all four; Flash from 3.7 on no MINIMAL (Google answers 400 "Thinking level MINIMAL is not
+# supported", fixtures/thinking/vercel-ai__google-gemini-3.7-flash-thinking-levels.json).
 GEMINI_3_PRO = Family("gemini-3-pro", levels=("LOW", "HIGH"))
+GEMINI_3_LATER_PRO = Family("gemini-3.x-pro", levels=("LOW", "MEDIUM", "HIGH"))
 GEMINI_3_FLASH = Family("gemini-3-flash", levels=LEVELS)
+GEMINI_3_FLASH_LITE = Family("gemini-3-flash-lite", levels=LEVELS)
+GEMINI_37_FLASH = Family("gemini-3.7-flash", levels=("LOW", "MEDIUM", "HIGH"))
 GEMINI_3_LATER = Family("gemini-3+", levels=("LOW", "MEDIUM", "HIGH"))
-_GENERATION = re.compile(r"^gemini-(\d+)(?:\.(\d+))?-")
+_GENERATION = re.compile(r"^gemini-(?P<major>\d+)(?:\.(?P<minor>\d+))?-(?:(?P<tier>pro|flash-lite|flash)(?=-|$))?")
+# Image, speech and live-audio variants think differently or not at all: relay does not know their limits.
+_NOT_TEXT = ("-image", "-tts", "-audio", "-live", "embedding")
 
 
 def family_of(model):
     """The thinking family of a model id, or None when relay does not know it (suffix applied as written)."""
+    if any(marker in model for marker in _NOT_TEXT):
+        return None
     if model.startswith("gemini-2.5-pro"):
         return GEMINI_25_PRO
     if model.startswith("gemini-2.5-flash-lite"):
         return GEMINI_25_FLASH_LITE
-    if model.startswith("gemini-2.5-flash") and "image" not in model:
+    if model.startswith("gemini-2.5-flash"):
         return GEMINI_25_FLASH
     match = _GENERATION.match(model)
-    if match and int(match.group(1)) >= 3:
-        if model.startswith("gemini-3-pro"):
-            return GEMINI_3_PRO
-        if model.startswith("gemini-3-flash"):
-            return GEMINI_3_FLASH
-        return GEMINI_3_LATER
-    return None
+    if not match or int(match["major"]) < 3:
+        return None
+    version = (int(match["major"]), int(match["minor"] or 0))
+    if match["tier"] == "pro":
+        return GEMINI_3_PRO if version == (3, 0) else GEMINI_3_LATER_PRO
+    if match["tier"] == "flash-lite":
+        return GEMINI_3_FLASH_LITE
+    if match["tier"] == "flash":
+        return GEMINI_3_FLASH if version < (3, 7) else GEMINI_37_FLASH
+    return GEMINI_3_LATER
 
 
 def parse_suffix(model):
@@ -114,13 +131,13 @@ def suffix_config(family, kind, arg):
     elif arg.isdigit():
         budget = int(arg)
     else:
-        budget = LEVEL_BUDGETS[arg.upper()] or family.budget_max
+        budget = LEVEL_BUDGETS[arg.upper()]
     config["thinkingBudget"] = clamp_budget(family, budget)
     return config
 
 
 def _child(mapping, camel, snake):
-    """The dict under ``camel`` or ``snake`` (creating ``camel``) and the spelling in use."""
+    """The dict under ``camel`` or ``snake`` (clients send either spelling), creating ``camel`` if neither is."""
     for key in (camel, snake):
         value = mapping.get(key)
         if isinstance(value, dict):
@@ -129,21 +146,33 @@ def _child(mapping, camel, snake):
     return mapping[camel]
 
 
+def _existing(mapping, camel, snake):
+    for key in (camel, snake):
+        value = mapping.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
 def merge_thinking(body, wanted):
-    """Add ``wanted`` thinkingConfig fields the client did not set itself; True if anything was added."""
+    """Add the ``wanted`` thinkingConfig fields the client did not set itself; True if anything was added.
+
+    The client wins field by field: its includeThoughts beats the suffix's, and its thinkingBudget or
+    thinkingLevel beats the suffix's amount (Google rejects a request carrying both a budget and a level).
+    """
+    generation = _existing(body, "generationConfig", "generation_config")
+    present = set(_existing(generation, "thinkingConfig", "thinking_config"))
+    has_amount = bool(present & {"thinkingBudget", "thinking_budget", "thinkingLevel", "thinking_level"})
+    has_include = bool(present & {"includeThoughts", "include_thoughts"})
+    missing = {
+        name: value for name, value in wanted.items()
+        if not (has_amount if name in ("thinkingBudget", "thinkingLevel") else has_include)
+    }
+    if not missing:
+        return False
     generation = _child(body, "generationConfig", "generation_config")
-    thinking = _child(generation, "thinkingConfig", "thinking_config")
-    present = set(thinking)
-    has_amount = present & {"thinkingBudget", "thinking_budget", "thinkingLevel", "thinking_level"}
-    changed = False
-    for name, value in wanted.items():
-        if name in ("thinkingBudget", "thinkingLevel") and has_amount:
-            continue
-        if name == "includeThoughts" and present & {"includeThoughts", "include_thoughts"}:
-            continue
-        thinking[name] = value
-        changed = True
-    return changed
+    _child(generation, "thinkingConfig", "thinking_config").update(missing)
+    return True
 
 
 class ThinkingSuffixes:
@@ -171,7 +200,8 @@ class ThinkingSuffixes:
             if not isinstance(inner, dict):
                 return False  # countTokens with plain contents has no generationConfig to carry thinking
             body = inner
-        wanted = suffix_config(family_of(scratch["base"]), scratch["kind"], scratch["arg"])
+        # The family is the model's upstream name: an alias may stand between the suffix and the real model.
+        wanted = suffix_config(family_of(ctx.upstream_model or scratch["base"]), scratch["kind"], scratch["arg"])
         return merge_thinking(body, wanted)
 
     def list_models(self, ctx, body):
@@ -181,7 +211,7 @@ class ThinkingSuffixes:
             listed = []
             for model in body["models"]:
                 listed.append(model)
-                if isinstance(model, dict) and model.get("thinking") and isinstance(model.get("name"), str):
+                if _thinks(model):
                     listed.extend(_variant(model, suffix) for suffix in VARIANTS)
             changed = len(listed) != len(body["models"])
             body["models"] = listed
@@ -191,6 +221,14 @@ class ThinkingSuffixes:
             body.update(_variant(body, requested[len(parse_suffix(requested)[0]):]))
             return True
         return False
+
+
+def _thinks(model):
+    """A listed model that thinks and generates content (a live-audio model that thinks has no use for a suffix)."""
+    if not isinstance(model, dict) or not model.get("thinking") or not isinstance(model.get("name"), str):
+        return False
+    methods = model.get("supportedGenerationMethods")
+    return not isinstance(methods, list) or "generateContent" in methods
 
 
 def _variant(model, suffix):

@@ -5,6 +5,8 @@ connections alive across requests and never reads the environment (``trust_env``
 ``.netrc`` credentials slipping into upstream requests behind our back).
 """
 
+import socket
+
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -74,3 +76,19 @@ def read_limited(response, limit):
     finally:
         response.close()
     return b"".join(parts)
+
+
+def abort(response):
+    """Cut an upstream response from another greenlet: shut its socket down so a blocked read returns.
+
+    Closing the response there would re-enter the reader the streaming greenlet is blocked in; a socket
+    shutdown does not, and the streaming greenlet closes the response itself when its read comes back.
+    """
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed by the peer: the blocked read has returned or is about to

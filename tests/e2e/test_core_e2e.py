@@ -229,7 +229,7 @@ def test_cached_contents_crud(managed_relay, fake_upstream):
         ("POST", "/v1beta/cachedContents"), ("GET", f"/v1beta/{name}"), ("PATCH", f"/v1beta/{name}"),
         ("DELETE", f"/v1beta/{name}")]
     assert_forwarded(entries[0], path="/v1beta/cachedContents", body=create_body)
-    assert body_bytes(entries[3]) == b'{"ttl": "600s"}'
+    assert body_bytes(entries[2]) == b'{"ttl": "600s"}'
 
 
 # --- auth ----------------------------------------------------------------------------------------------------
@@ -388,12 +388,19 @@ def test_upstream_error_body_never_carries_the_upstream_key(relay_factory, fake_
                             "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}},
                            {"@type": "type.googleapis.com/google.rpc.DebugInfo",
                             "detail": f"Invalid API key: {UPSTREAM_KEY}"}]}}
-    fake_upstream.script({"status": 400, "body": leaky, "headers": {"X-Debug-Key": UPSTREAM_KEY}})
+    fake_upstream.script({"status": 400, "body": leaky})
     relay = relay_factory(env=managed_env())
     response = relay_post(relay, f"/v1beta/models/{MODEL}:generateContent", {"x-goog-api-key": CLIENT_KEY})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == 400
     assert UPSTREAM_KEY not in response.text
+
+
+def test_upstream_response_headers_never_carry_the_upstream_key(managed_relay, fake_upstream):
+    fake_upstream.script({"status": 503, "headers": {"X-Debug-Echo": f"key={UPSTREAM_KEY}"}})
+    response = relay_post(managed_relay, "/v1beta/models/gemini-503-model:countTokens",
+                          {"x-goog-api-key": CLIENT_KEY})
+    assert response.status_code == 503
     assert UPSTREAM_KEY not in json.dumps(dict(response.headers))
 
 

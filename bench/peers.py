@@ -66,6 +66,7 @@ class Service:
     def __init__(self, name, process, port, log_path, workers_are_children=True):
         self.name, self.process, self.port, self.log_path = name, process, port, log_path
         self.workers_are_children = workers_are_children
+        self.restart = None
 
     def worker_pids(self):
         """The processes whose memory counts: the workers, or the process itself if it has none."""
@@ -193,6 +194,7 @@ def start_nginx(workdir, upstream_port):
                                workdir)
     service = Service("nginx", process, port, log_path)
     wait_http(service, "/healthz-probe", 15, expect=(404,))
+    service.restart = lambda: start_nginx(workdir, upstream_port)
     return service
 
 
@@ -213,6 +215,7 @@ def start_relay(workdir, upstream_port, workers=2):
     process, log_path = launch("relay", command, workdir, env, cwd=REPO)
     service = Service("relay", process, port, log_path)
     wait_http(service, "/healthz", 60)
+    service.restart = lambda: start_relay(workdir, upstream_port, workers)
     return service
 
 
@@ -260,6 +263,7 @@ def start_litellm(workdir, upstream_port, models, workers=2):
     process, log_path = launch("litellm", command, workdir, env, unset=("DATABASE_URL",))
     service = Service("litellm", process, port, log_path)
     wait_http(service, "/health/liveliness", 120)
+    service.restart = lambda: start_litellm(workdir, upstream_port, models, workers)
     return service
 
 

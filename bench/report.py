@@ -219,6 +219,9 @@ def render(results):
            f"whole run {meta.get('seconds', '?')} s. Versions: "
            + ", ".join(f"{name} {value}" for name, value in meta["versions"].items() if value), "",
            "Targets: " + "; ".join(f"{name}: {state}" for name, state in results["targets"].items()), ""]
+    if results.get("restarts"):
+        out += ["Restarted during the run (killed from outside): "
+                + ", ".join(f"{r['service']} at {r['at']} (exit {r['exit_code']})" for r in results["restarts"]), ""]
     found = results.get("verdicts", [])
     if found:
         out += ["## Targets", "", table(["goal", "measured", "result"],

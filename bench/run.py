@@ -92,6 +92,25 @@ class RssSampler:
         }
 
 
+def ensure_alive(targets, results):
+    """A target whose process died (something else on the machine may signal it) is started again."""
+    for target in targets:
+        dead = target.service
+        if dead.alive() or dead.restart is None:
+            continue
+        log(f"{dead.name} exited (code {dead.process.returncode}); restarting it")
+        results.setdefault("restarts", []).append({"service": dead.name, "at": time.strftime("%H:%M:%S"),
+                                                   "exit_code": dead.process.returncode})
+        try:
+            fresh = dead.restart()
+        except peers.Unavailable as error:
+            log(f"{dead.name} restart failed: {error}")
+            continue
+        for other in targets:
+            if other.service is dead:
+                other.service = fresh
+
+
 def rotated(targets, round_index):
     shift = round_index % len(targets)
     return targets[shift:] + targets[:shift]
@@ -143,14 +162,19 @@ async def scenario_unary(targets, plan, options, results):
         per_target = {target.name: [] for target in targets}
         for round_index in range(plan["rounds"]):
             for target in rotated(targets, round_index):
+                ensure_alive(targets, results)
                 path = target.path(MODEL, "generateContent")
                 profiler = None
                 if options.profile and target.name == "relay" and round_index == 0 and concurrency > 1:
                     profiler = Profiler(target.service, max(1, plan["unary_seconds"] - 1), options.workdir, "unary")
                 if use_wrk:
-                    result = await asyncio.to_thread(driver.wrk_load, "127.0.0.1", target.port, path,
-                                                     target.headers, UNARY_REQUEST, concurrency,
-                                                     plan["unary_seconds"])
+                    try:
+                        result = await asyncio.to_thread(driver.wrk_load, "127.0.0.1", target.port, path,
+                                                         target.headers, UNARY_REQUEST, concurrency,
+                                                         plan["unary_seconds"])
+                    except RuntimeError as error:
+                        result = {"tool": "wrk", "requests": 0, "rps": None, "p50_ms": None, "p99_ms": None,
+                                  "errors": 1, "error_kinds": {str(error)[:120]: 1}}
                 else:
                     result = await driver.unary_load("127.0.0.1", target.port, path, target.headers,
                                                      UNARY_REQUEST, concurrency, plan["unary_seconds"])
@@ -170,6 +194,7 @@ async def scenario_sse(targets, plan, options, results):
     pooled = {target.name: {"rounds": [], "ttfe": [], "delay": []} for target in targets}
     for round_index in range(plan["rounds"]):
         for target in rotated(targets, round_index):
+            ensure_alive(targets, results)
             result = await driver.sse_load("127.0.0.1", target.port, target.path(model, "streamGenerateContent"),
                                            target.headers, UNARY_REQUEST, plan["sse_connections"],
                                            plan["sse_streams_each"], events)
@@ -203,6 +228,7 @@ async def scenario_hold(targets, plan, options, results):
     deadline = events * gap / 1000 + 45
     scenario = {}
     for target in targets:
+        ensure_alive(targets, results)
         progress = {}
         sampler = RssSampler(target.service, probe=lambda: progress.get("holding", 0))
         started = time.monotonic()
@@ -230,6 +256,7 @@ async def scenario_transfer(targets, plan, options, results):
         per_target = {target.name: [] for target in targets}
         for round_index in range(plan["transfer_rounds"]):
             for target in rotated(targets, round_index):
+                ensure_alive(targets, results)
                 sampler = RssSampler(target.service)
                 profiler = None
                 if options.profile and target.name == "relay" and round_index == 0:

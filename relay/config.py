@@ -10,7 +10,9 @@ import tomllib
 from dataclasses import dataclass, field, replace
 
 GOOGLE_URL = "https://generativelanguage.googleapis.com"
-UPSTREAM_KINDS = ("gemini",)
+UPSTREAM_KINDS = ("gemini",)  # "openai" will join when relay learns to translate
+URL_PATTERN = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
 
 
 class ConfigError(Exception):
@@ -25,7 +27,7 @@ class Upstream:
     kind: str = "gemini"
     models: tuple = ("*",)
     priority: int = 0
-    weight: int = 1
+    weight: float = 1
     connect_timeout: float | None = None
     read_timeout: float | None = None
 
@@ -88,7 +90,10 @@ def load_settings(environ=None, overrides=None):
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{variable}={text!r} is not valid ({exc}); unset it or give a number/value as the README says") from None
 
-    env_keys = _split(environ.get("RELAY_UPSTREAM_KEYS") or environ.get("GEMINI_API_KEY", ""))
+    env_keys = _split(environ.get("RELAY_UPSTREAM_KEYS", ""))
+    if not env_keys and upstreams is None:
+        # GEMINI_API_KEY is a convenience for the one-upstream setup; it never overrides relay.toml's keys.
+        env_keys = _split(environ.get("GEMINI_API_KEY", ""))
     env_url = environ.get("RELAY_UPSTREAM_URL", "").strip()
     if upstreams is None or env_keys or env_url:
         upstreams = _env_upstreams(upstreams, env_url, env_keys)
@@ -108,13 +113,14 @@ def load_settings(environ=None, overrides=None):
 def _env_upstreams(file_upstreams, env_url, env_keys):
     """Environment overrides the file: RELAY_UPSTREAM_URL/KEYS replace the first upstream's url/keys."""
     if not file_upstreams:
-        return [Upstream(name="google", url=_check_url("RELAY_UPSTREAM_URL", env_url or GOOGLE_URL), keys=tuple(env_keys))]
+        return [Upstream(name="google", url=_check_url("RELAY_UPSTREAM_URL", env_url or GOOGLE_URL),
+                         keys=tuple(dict.fromkeys(env_keys)))]
     first = file_upstreams[0]
     changes = {}
     if env_url:
         changes["url"] = _check_url("RELAY_UPSTREAM_URL", env_url)
     if env_keys:
-        changes["keys"] = tuple(env_keys)
+        changes["keys"] = tuple(dict.fromkeys(env_keys))
     return [replace(first, **changes), *file_upstreams[1:]]
 
 
@@ -125,6 +131,10 @@ def _check(settings):
         raise ConfigError("RELAY_MAX_ATTEMPTS must be at least 1")
     if settings.connect_timeout <= 0 or settings.read_timeout <= 0:
         raise ConfigError("RELAY_CONNECT_TIMEOUT and RELAY_READ_TIMEOUT must be positive numbers of seconds")
+    if settings.retry_deadline <= 0:
+        raise ConfigError("RELAY_RETRY_DEADLINE must be a positive number of seconds (default 60)")
+    if settings.cooldown_base <= 0 or settings.reprobe_interval <= 0:
+        raise ConfigError("RELAY_COOLDOWN_SECONDS and RELAY_REPROBE_SECONDS must be positive numbers of seconds")
     names = [upstream.name for upstream in settings.upstreams]
     if len(set(names)) != len(names):
         raise ConfigError(f"upstream names must be unique, got {names}")
@@ -158,7 +168,7 @@ def _parse_model_timeouts(text):
 
 
 def _check_url(where, url):
-    if not re.match(r"^https?://[^/\s?#]+(/[^\s?#]*)?$", url):
+    if not URL_PATTERN.match(url):
         raise ConfigError(f"{where}={url!r} is not an http(s) base URL such as {GOOGLE_URL}")
     return url.rstrip("/")
 

@@ -9,8 +9,6 @@ import logging
 import threading
 from collections import deque
 
-from relay.store import StoreError
-
 log = logging.getLogger("relay.usage")
 
 TOKEN_FIELDS = {
@@ -27,20 +25,28 @@ DETAIL_FIELDS = {
     "cached": ("cacheTokensDetails",),
     "tool_use": ("toolUsePromptTokensDetails",),
 }
-MAX_QUEUED = 200_000
-BATCH = 2000
+# Past this many queued rows the store is not keeping up: say so (once per episode), keep queueing.
+QUEUE_WARNING_ROWS = 200_000
+BATCH_ROWS = 2000
 
 
 def token_counts(usage):
-    """Flat token counts and per-modality details from one usageMetadata object (missing → 0)."""
-    usage = usage or {}
+    """Flat token counts and per-modality details from one usageMetadata object (a missing count is 0).
+
+    Google leaves ``totalTokenCount`` out only where the prompt is all there is (embeddings), so the
+    total is then the prompt count it did report.
+    """
+    usage = usage if isinstance(usage, dict) else {}
     counts = {name: _int(usage.get(key)) for name, key in TOKEN_FIELDS.items()}
-    if not counts["total_tokens"] and counts["prompt_tokens"] and "totalTokenCount" not in usage:
+    if "totalTokenCount" not in usage:
         counts["total_tokens"] = counts["prompt_tokens"]
     modalities = {}
     for name, keys in DETAIL_FIELDS.items():
         for key in keys:
-            for detail in usage.get(key) or ():
+            details = usage.get(key)
+            if not isinstance(details, list):
+                continue
+            for detail in details:
                 if isinstance(detail, dict):
                     modality = str(detail.get("modality", "MODALITY_UNSPECIFIED"))
                     bucket = modalities.setdefault(name, {})
@@ -50,6 +56,7 @@ def token_counts(usage):
 
 
 def usage_row(call):
+    """The usage row for a finished call: who, which models, where it went, how it ended, what Google counted."""
     target = call.target
     row = {
         "ts": call.ts,
@@ -61,7 +68,7 @@ def usage_row(call):
         "key_id": target.key_id if target else None,
         "status": call.status or 0,
         "upstream_status": call.upstream_status,
-        "latency_ms": round(call.latency_ms, 2),
+        "latency_ms": round(call.latency_ms or 0.0, 2),
         "streamed": bool(call.stream),
         "aborted": bool(call.aborted),
         "route": call.method,
@@ -71,6 +78,8 @@ def usage_row(call):
 
 
 def _int(value):
+    if isinstance(value, bool):
+        return 0
     try:
         return int(value or 0)
     except (TypeError, ValueError):
@@ -84,20 +93,25 @@ class UsageRecorder:
         self.store = store
         self.queue = deque()
         self._lock = threading.Lock()
+        self._warned = False
 
     def record(self, call):
-        if len(self.queue) >= MAX_QUEUED:
-            log.warning("usage queue full (%d rows); the store is not keeping up", len(self.queue))
+        """Queue the call's row (no I/O) and return it."""
         row = usage_row(call)
         self.queue.append(row)
+        if len(self.queue) >= QUEUE_WARNING_ROWS and not self._warned:
+            self._warned = True
+            log.warning("usage queue holds %d rows; the store is not keeping up", len(self.queue))
         return row
 
     def flush(self):
+        """Write every queued row in batches; on StoreError the unwritten rows stay queued, in order."""
         with self._lock:  # one writer at a time, so a shutdown flush cannot race the periodic one
             while self.queue:
-                batch = [self.queue.popleft() for _ in range(min(BATCH, len(self.queue)))]
+                batch = [self.queue.popleft() for _ in range(min(BATCH_ROWS, len(self.queue)))]
                 try:
                     self.store.write_usage(batch)
-                except StoreError:
+                except BaseException:
                     self.queue.extendleft(reversed(batch))
                     raise
+            self._warned = False

@@ -1,7 +1,8 @@
 """This module provides relay's own views: upstream health and usage (JSON), and the usage page.
 
-``/relay/upstreams`` and the page need ``RELAY_ADMIN_TOKEN`` as a Bearer token; ``/relay/usage`` also
-answers a client key, with that key's own usage only.
+``/relay/upstreams`` needs ``RELAY_ADMIN_TOKEN`` as a Bearer token; ``/relay/usage`` also answers a relay
+client key, with that key's own usage only.  ``/relay/`` is a static page with no data in it: it asks
+for the admin token in the browser and calls the two JSON views with it.
 """
 
 import hmac
@@ -10,13 +11,24 @@ import time
 from flask import Blueprint, current_app, jsonify, request
 
 from relay.auth import presented_key
-from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
+from relay.store import StoreError
 
 bp = Blueprint("admin", __name__, url_prefix="/relay")
 
 GROUPS = ("model", "key", "day", "status", "upstream")
 MAX_DAYS = 366
+# The page loads nothing from elsewhere and talks only to this relay; its one script is inline.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; "
+        "img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 def is_admin():
@@ -35,15 +47,37 @@ def require_admin():
 @bp.get("/upstreams")
 def upstreams():
     require_admin()
-    return jsonify(upstreams=current().pool.report())
+    try:
+        report = current().pool.report()
+    except StoreError:
+        raise Unavailable("The shared store is unreachable; upstream key health cannot be read.") from None
+    return jsonify(upstreams=report)
 
 
 @bp.get("/usage")
 def usage():
+    """Usage totals for the last ``days`` by ``group``: everyone's for the admin, a key's own otherwise."""
     services = current()
-    client = None
-    if not is_admin():
-        client = services.auth.authenticate(presented_key(request.headers, request.args)).name
+    client = None if is_admin() else usage_client(services)
+    days, group = usage_query()
+    try:
+        services.usage.flush()  # include what this worker has queued but not yet written
+        rows = services.store.query_usage(time.time() - days * 86400, group, client)
+    except StoreError:
+        raise Unavailable("The shared store is unreachable; usage cannot be read right now.") from None
+    return jsonify(days=days, group=group, client=client, rows=rows)
+
+
+def usage_client(services):
+    """The name whose usage a non-admin caller may see: its own relay key's."""
+    client = services.auth.authenticate(presented_key(request.headers, request.args))
+    if client.kind == "passthrough":
+        # Passthrough callers bring their own Google keys, which relay cannot verify: no per-caller view.
+        raise PermissionDenied("Usage per caller needs a relay client key; use the admin token for everyone's.")
+    return client.name
+
+
+def usage_query():
     try:
         days = int(request.args.get("days", "7"))
     except ValueError:
@@ -51,12 +85,11 @@ def usage():
     group = request.args.get("group", "model")
     if group not in GROUPS or not 1 <= days <= MAX_DAYS:
         raise InvalidArgument(f"group must be one of {', '.join(GROUPS)} and days between 1 and {MAX_DAYS}.")
-    since = time.time() - days * 86400
-    services.usage.flush()  # include what this worker has queued but not yet written
-    rows = services.store.query_usage(since, group, client)
-    return jsonify(days=days, group=group, client=client, rows=rows)
+    return days, group
 
 
 @bp.get("/")
 def page():
-    return current_app.send_static_file("usage.html")
+    response = current_app.send_static_file("usage.html")
+    response.headers.update(PAGE_HEADERS)
+    return response

@@ -135,8 +135,16 @@ class Pool:
         """Write the per-key counters gathered since the last flush (called from the background flusher)."""
         with self._lock:
             counts, self._counts = self._counts, defaultdict(Counter)
-        if counts:
+        if not counts:
+            return
+        try:
             self.store.add_key_counts({key: dict(values) for key, values in counts.items()}, self.clock())
+        except StoreError:
+            # Keep the counts for the next round (the flusher logs the error).
+            with self._lock:
+                for key, values in counts.items():
+                    self._counts[key].update(values)
+            raise
 
     def report(self):
         """Upstreams and their keys (masked) with state, for the admin view."""
@@ -147,11 +155,12 @@ class Pool:
             keys = []
             for key in upstream.keys:
                 state = dict(states.get(key_id(upstream.name, key), {}))
-                until = state.get("until") or 0
-                if state.get("state") in ("cooling", "disabled") and until <= now:
-                    state["state"] = "healthy"
-                keys.append({"key": mask(key), "id": key_id(upstream.name, key), "state": state.pop("state", "healthy"),
-                             "until": until if until > now else None, **state})
+                stored_state = state.pop("state", None) or "healthy"
+                until = state.pop("until", None) or 0
+                blocked = stored_state in ("cooling", "disabled") and until > now
+                keys.append({"key": mask(key), "id": key_id(upstream.name, key),
+                             **state, "state": stored_state if blocked else "healthy",
+                             "until": until if blocked else None, "reason": state.get("reason") if blocked else None})
             upstreams.append({"name": upstream.name, "kind": upstream.kind, "url": upstream.url, "models": list(upstream.models),
                               "priority": upstream.priority, "weight": upstream.weight, "keys": keys})
         return upstreams

@@ -1,0 +1,86 @@
+"""This module provides the shared unit-test fixtures: apps built from a settings dict, a mocked upstream, the access log.
+
+Apps never read ``os.environ`` (``create_app(environ=...)``), each gets its own SQLite file under
+``tmp_path``, and ``RELAY_UPSTREAM_URL`` defaults to :data:`UPSTREAM_URL`, which ``mock_upstream``
+answers for.  Nothing here reads ``/work/shared``: recorded traffic lives in ``tests/fixtures/gemini``.
+"""
+
+import json
+import logging
+
+import pytest
+import responses
+
+from relay import accesslog, create_app
+
+UPSTREAM_URL = "http://upstream.test"
+
+
+@pytest.fixture
+def app_factory(tmp_path):
+    """``app_factory({"RELAY_API_KEYS": "..."})`` builds a relay app; extra keyword arguments go to create_app."""
+    apps = []
+
+    def build(env=None, **kwargs):
+        environ = {"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(tmp_path / f"relay-{len(apps)}.db")}
+        environ.update(env or {})
+        app = create_app(environ=environ, check_open=False, **kwargs)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.relay_shutdown()
+
+
+@pytest.fixture
+def mock_upstream():
+    """The upstream as a ``responses`` mock: register answers on it, read ``.calls`` for what relay sent.
+
+    Unregistered URLs fail like a refused connection, so an unexpected upstream call shows up as a 503.
+    """
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+@pytest.fixture
+def google_error():
+    """``google_error(response, 401, "UNAUTHENTICATED")`` checks Google's error shape and returns ``body["error"]``.
+
+    ``wrapped=True`` expects the one-element JSON array a non-SSE stream call gets (``[{"error": ...}]``).
+    """
+
+    def check(response, code, status=None, wrapped=False):
+        assert response.status_code == code, response.data[:2000]
+        body = json.loads(response.data)
+        if wrapped:
+            assert isinstance(body, list) and len(body) == 1, response.data[:2000]
+            body = body[0]
+        assert isinstance(body, dict) and list(body) == ["error"], response.data[:2000]
+        error = body["error"]
+        assert list(error)[:3] == ["code", "message", "status"]
+        assert error["code"] == code
+        assert isinstance(error["message"], str) and error["message"]
+        assert isinstance(error["status"], str) and error["status"].isupper()
+        if status is not None:
+            assert error["status"] == status
+        return error
+
+    return check
+
+
+@pytest.fixture
+def access_log():
+    """The ``relay.access`` lines written during the test, parsed (a line is written when a response is closed)."""
+    lines = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            lines.append(json.loads(record.getMessage()))
+
+    accesslog.init_logging()  # first, so relay's own stderr handler is installed whatever the test order
+    handler = Collect()
+    logger = logging.getLogger("relay.access")
+    logger.addHandler(handler)
+    yield lines
+    logger.removeHandler(handler)

@@ -1,0 +1,335 @@
+"""Unit tests of the failover loop (proxy.open_upstream) through the Flask test client, upstreams mocked
+with ``responses``, key state in a real SQLite store.
+
+Upstreams come from a relay.toml with one key each and distinct priorities, so the order of attempts is
+known: ``key-0`` first, then ``key-1``, ...
+"""
+
+import json
+import time
+
+import pytest
+import requests
+import responses
+from responses import matchers
+
+from relay import create_app
+from relay.store.sqlite import SqliteStore
+from relay.upstream.pool import key_id
+
+UPSTREAM = "http://upstream.test"
+CLIENT_KEY = "client-key-failover-0001"
+ADMIN_TOKEN = "admin-token-failover-0001"
+MODEL = "gemini-2.5-flash"
+GENERATE = f"/v1beta/models/{MODEL}:generateContent"
+STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+REQUEST = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
+ANSWER = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}
+SSE_BODY = (b'data: {"candidates": [{"content": {"parts": [{"text": "h"}],"role": "model"}}]}\r\n\r\n'
+            b'data: {"candidates": [{"content": {"parts": [{"text": "i"}],"role": "model"}},"finishReason": "STOP"}]}\r\n\r\n')
+
+
+def google_error(code, status, message, *details):
+    error = {"code": code, "message": message, "status": status}
+    if details:
+        error["details"] = list(details)
+    return {"error": error}
+
+
+def quota_error(delay):
+    return google_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
+                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+
+
+KEY_INVALID = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+                           {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                            "domain": "googleapis.com"})
+KEY_REVOKED = google_error(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")
+KEY_SUSPENDED = google_error(403, "PERMISSION_DENIED", "Permission denied: Consumer has been suspended.",
+                             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED"})
+
+
+def pool_toml(upstream_count, **models):
+    tables = []
+    for index in range(upstream_count):
+        patterns = models.get(f"u{index}", ["*"])
+        tables.append(f'[[upstreams]]\nname = "u{index}"\nurl = "{UPSTREAM}"\nkeys = ["key-{index}"]\n'
+                      f"priority = {index}\nmodels = {json.dumps(patterns)}\n")
+    return "\n".join(tables)
+
+
+@pytest.fixture
+def relay(tmp_path):
+    """``relay(upstreams=2, env={...}, aliases=..., models=...)`` → (test client, services)."""
+    stores = []
+
+    def build(upstreams=2, env=None, aliases=None, **models):
+        text = pool_toml(upstreams, **models)
+        if aliases:
+            text += "\n[aliases]\n" + "".join(f'{name} = "{target}"\n' for name, target in aliases.items())
+        config = tmp_path / "relay.toml"
+        config.write_text(text)
+        store = SqliteStore(str(tmp_path / "relay.db"))
+        stores.append(store)
+        environ = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                   **(env or {})}
+        app = create_app(environ=environ, store=store, check_open=False)
+        return app.test_client(), app.extensions["relay"]
+
+    yield build
+    for store in stores:
+        store.close()
+
+
+@pytest.fixture
+def upstream():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        yield mock
+
+
+def answer(mock, key, status=200, body=ANSWER, path=GENERATE, **kwargs):
+    """What upstream answers on ``path`` to requests made with upstream ``key`` (in order, the last repeats)."""
+    url = UPSTREAM + path.split("?")[0]
+    if isinstance(body, dict):
+        body = json.dumps(body, indent=2) + "\n"
+    mock.add(responses.POST, url, status=status, body=body, match=[matchers.header_matcher({"x-goog-api-key": key})],
+             content_type=kwargs.pop("content_type", "application/json; charset=UTF-8"), **kwargs)
+
+
+def fail(mock, key, exception, path=GENERATE):
+    mock.add(responses.POST, UPSTREAM + path.split("?")[0], body=exception,
+             match=[matchers.header_matcher({"x-goog-api-key": key})])
+
+
+def keys_called(mock):
+    return [call.request.headers["x-goog-api-key"] for call in mock.calls]
+
+
+def post(client, path=GENERATE, body=REQUEST):
+    return client.post(path, json=body, headers={"x-goog-api-key": CLIENT_KEY})
+
+
+def blocked(services):
+    return services.store.blocked_keys(time.time())
+
+
+# --- what is retried ----------------------------------------------------------------------------------------------
+
+
+def test_429_moves_to_the_next_key_and_cools_the_first_for_retry_delay(relay, upstream):
+    client, services = relay()
+    answer(upstream, "key-0", 429, quota_error("30s"))
+    answer(upstream, "key-1")
+    response = post(client)
+    assert response.status_code == 200 and response.get_json() == ANSWER
+    assert keys_called(upstream) == ["key-0", "key-1"]
+    until, state = blocked(services)[key_id("u0", "key-0")]
+    assert state == "cooling" and until == pytest.approx(time.time() + 30, abs=5)
+
+    assert post(client).status_code == 200
+    assert keys_called(upstream) == ["key-0", "key-1", "key-1"]
+
+
+@pytest.mark.parametrize("status, status_name", [(500, "INTERNAL"), (502, "UNAVAILABLE"), (503, "UNAVAILABLE"),
+                                                 (504, "DEADLINE_EXCEEDED")])
+def test_server_errors_move_to_the_next_upstream_without_blocking_the_key(relay, upstream, status, status_name):
+    client, services = relay()
+    answer(upstream, "key-0", status, google_error(status, status_name, "The model is overloaded."))
+    answer(upstream, "key-1")
+    assert post(client).status_code == 200
+    assert keys_called(upstream) == ["key-0", "key-1"]
+    assert blocked(services) == {}
+
+
+@pytest.mark.parametrize("exception", [requests.ConnectionError("refused"), requests.ConnectTimeout("connect"),
+                                       requests.ReadTimeout("first byte")])
+def test_connection_errors_and_timeouts_move_on(relay, upstream, exception):
+    client, _ = relay()
+    fail(upstream, "key-0", exception)
+    answer(upstream, "key-1")
+    assert post(client).status_code == 200
+    assert keys_called(upstream) == ["key-0", "key-1"]
+
+
+@pytest.mark.parametrize("status, body", [
+    (400, google_error(400, "INVALID_ARGUMENT", "Invalid JSON payload received. Unknown name \"foo\".")),
+    (401, google_error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")),
+    (403, google_error(403, "PERMISSION_DENIED", "You do not have permission to access tuned model tunedModels/x.")),
+    (404, google_error(404, "NOT_FOUND", f"models/{MODEL} is not found for API version v1beta.")),
+])
+def test_caller_errors_are_never_retried(relay, upstream, status, body):
+    client, services = relay()
+    answer(upstream, "key-0", status, body)
+    answer(upstream, "key-1")
+    response = post(client)
+    assert response.status_code == status and response.get_json() == body
+    assert keys_called(upstream) == ["key-0"]
+    assert blocked(services) == {}
+
+
+@pytest.mark.parametrize("status, body", [(400, KEY_INVALID), (403, KEY_REVOKED), (403, KEY_SUSPENDED)])
+def test_a_rejected_key_is_disabled_and_the_next_one_answers(relay, upstream, status, body):
+    client, services = relay(env={"RELAY_REPROBE_SECONDS": "900"})
+    answer(upstream, "key-0", status, body)
+    answer(upstream, "key-1")
+    assert post(client).status_code == 200
+    until, state = blocked(services)[key_id("u0", "key-0")]
+    assert state == "disabled" and until == pytest.approx(time.time() + 900, abs=5)
+    assert post(client).status_code == 200
+    assert keys_called(upstream) == ["key-0", "key-1", "key-1"]
+
+
+# --- limits -------------------------------------------------------------------------------------------------------
+
+
+def test_at_most_max_attempts(relay, upstream):
+    client, _ = relay(upstreams=4, env={"RELAY_MAX_ATTEMPTS": "2"})
+    for index in range(4):
+        answer(upstream, f"key-{index}", 503, google_error(503, "UNAVAILABLE", "The model is overloaded."))
+    response = post(client)
+    assert response.status_code == 503
+    assert keys_called(upstream) == ["key-0", "key-1"]
+
+
+def test_default_is_three_attempts(relay, upstream):
+    client, _ = relay(upstreams=5)
+    for index in range(5):
+        fail(upstream, f"key-{index}", requests.ConnectionError("refused"))
+    assert post(client).status_code == 503
+    assert keys_called(upstream) == ["key-0", "key-1", "key-2"]
+
+
+def test_no_attempt_starts_after_the_deadline(relay, upstream):
+    client, _ = relay(upstreams=3, env={"RELAY_RETRY_DEADLINE": "0.05"})
+
+    def slow_overloaded(request):
+        time.sleep(0.2)
+        return 503, {}, json.dumps(google_error(503, "UNAVAILABLE", "The model is overloaded."))
+
+    for index in range(3):
+        upstream.add_callback(responses.POST, UPSTREAM + GENERATE, callback=slow_overloaded,
+                              match=[matchers.header_matcher({"x-goog-api-key": f"key-{index}"})])
+    assert post(client).status_code == 503
+    assert keys_called(upstream) == ["key-0"]
+
+
+# --- when nothing is left -----------------------------------------------------------------------------------------
+
+
+def test_every_key_cooling_answers_429_with_retry_info_without_calling_upstream(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 429, quota_error("45s"))
+    answer(upstream, "key-1", 429, quota_error("20s"))
+    first = post(client)
+    assert first.status_code == 429 and first.get_json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert keys_called(upstream) == ["key-0", "key-1"]
+
+    second = post(client)
+    assert len(upstream.calls) == 2
+    assert second.status_code == 429
+    error = second.get_json()["error"]
+    assert error["status"] == "RESOURCE_EXHAUSTED" and error["code"] == 429
+    [retry] = [detail for detail in error["details"] if detail["@type"] == "type.googleapis.com/google.rpc.RetryInfo"]
+    assert 15 < float(retry["retryDelay"].rstrip("s")) <= 20
+    assert 15 < int(second.headers["Retry-After"]) <= 20
+
+
+def test_every_upstream_503_answers_503_unavailable(relay, upstream):
+    client, _ = relay()
+    for key in ("key-0", "key-1"):
+        answer(upstream, key, 503, google_error(503, "UNAVAILABLE", "The model is overloaded. Please try again later."))
+    response = post(client)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+    assert keys_called(upstream) == ["key-0", "key-1"]
+
+
+def test_every_upstream_unreachable_answers_503_unavailable(relay, upstream):
+    client, _ = relay()
+    for key in ("key-0", "key-1"):
+        fail(upstream, key, requests.ConnectionError("refused"))
+    response = post(client)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_every_upstream_timing_out_answers_504(relay, upstream):
+    client, _ = relay()
+    for key in ("key-0", "key-1"):
+        fail(upstream, key, requests.ReadTimeout("first byte"))
+    response = post(client)
+    assert response.status_code == 504 and response.get_json()["error"]["status"] == "DEADLINE_EXCEEDED"
+
+
+def test_every_key_disabled_answers_503_without_calling_upstream(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 400, KEY_INVALID)
+    answer(upstream, "key-1", 403, KEY_REVOKED)
+    post(client)
+    assert keys_called(upstream) == ["key-0", "key-1"]
+    response = post(client)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+    assert len(upstream.calls) == 2
+
+
+# --- streams ------------------------------------------------------------------------------------------------------
+
+
+def test_a_stream_fails_over_before_its_first_byte(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 429, quota_error("30s"), path=STREAM, content_type="text/event-stream")
+    answer(upstream, "key-1", body=SSE_BODY, path=STREAM, content_type="text/event-stream")
+    response = post(client, path=STREAM)
+    assert response.status_code == 200 and response.data == SSE_BODY
+    assert keys_called(upstream) == ["key-0", "key-1"]
+    assert all(call.request.url.endswith(":streamGenerateContent?alt=sse") for call in upstream.calls)
+
+
+def test_a_stream_with_every_key_cooling_gets_429_before_streaming(relay, upstream):
+    client, _ = relay()
+    for key in ("key-0", "key-1"):
+        answer(upstream, key, 429, quota_error("30s"), path=STREAM, content_type="text/event-stream")
+    post(client, path=STREAM)
+    response = post(client, path=STREAM)
+    assert response.status_code == 429
+    assert json.loads(response.data)["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+# --- routing: models and aliases ----------------------------------------------------------------------------------
+
+
+def test_model_patterns_and_aliases_route_to_the_serving_upstream(relay, upstream):
+    client, _ = relay(aliases={"fast": MODEL}, u0=["gemini-2.5-pro"], u1=["gemini-2.5-flash*"])
+    answer(upstream, "key-1")
+    response = post(client, path="/v1beta/models/fast:generateContent")
+    assert response.status_code == 200
+    [call] = upstream.calls
+    assert call.request.url == UPSTREAM + GENERATE and call.request.headers["x-goog-api-key"] == "key-1"
+
+
+def test_a_model_no_upstream_serves_is_404_without_calling_upstream(relay, upstream):
+    client, _ = relay(u0=["gemini-2.5-pro"], u1=["gemini-2.5-pro"])
+    response = post(client)
+    assert response.status_code == 404 and response.get_json()["error"]["status"] == "NOT_FOUND"
+    assert len(upstream.calls) == 0
+
+
+# --- admin view ---------------------------------------------------------------------------------------------------
+
+
+def test_admin_view_needs_the_token_and_masks_keys(relay, upstream):
+    client, services = relay()
+    answer(upstream, "key-0", 429, quota_error("30s"))
+    answer(upstream, "key-1")
+    post(client)
+    services.pool.flush_counts()
+    assert client.get("/relay/upstreams").status_code == 401
+    assert client.get("/relay/upstreams", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).status_code == 401
+    response = client.get("/relay/upstreams", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200
+    upstreams = response.get_json()["upstreams"]
+    assert [entry["name"] for entry in upstreams] == ["u0", "u1"]
+    first, second = upstreams[0]["keys"][0], upstreams[1]["keys"][0]
+    assert first["key"] == "…ey-0" and first["state"] == "cooling" and first["until"] > time.time() + 20
+    assert first["counters"]["rate_limited"] == 1
+    assert second["state"] == "healthy" and second["until"] is None and second["counters"]["requests"] == 1
+    assert "key-0" not in response.get_data(as_text=True) and "key-1" not in response.get_data(as_text=True)

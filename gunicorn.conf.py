@@ -5,6 +5,7 @@ drive it; relay's own settings are documented in the README.
 """
 
 import os
+import resource
 import shutil
 import tempfile
 
@@ -18,6 +19,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gevent"
 # Concurrent connections per worker (open streams count).
 worker_connections = int(os.environ.get("RELAY_WORKER_CONNECTIONS", "10000"))
+# Each open stream holds two sockets (caller and upstream): lift the soft file limit to the hard one.
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+if _soft != resource.RLIM_INFINITY and (_hard == resource.RLIM_INFINITY or _soft < _hard):
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_hard if _hard != resource.RLIM_INFINITY else 1 << 20, _hard))
 # Never preload: each worker builds its own app (and upstream connection pool) after gevent has patched.
 preload_app = False
 

@@ -25,6 +25,9 @@ ERROR_BODY_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024
 INSPECT_LIMIT = 64 * 1024 * 1024
 USAGE_TAIL = 256 * 1024
+# One SSE event or array element may be this large (image events are 1-3 MB); beyond it the stream ends
+# with an in-band error instead of growing a worker without bound.
+MAX_STREAM_UNIT = 64 * 1024 * 1024
 # Request headers worth passing on; everything else (cookies, credentials, hop-by-hop) stays here.
 FORWARD_REQUEST_HEADERS = (
     "Content-Type", "Accept", "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project",
@@ -81,7 +84,7 @@ def forward(call, services):
     call.target = target
     if isinstance(upstream, bytes):  # an upstream error body, already read
         return upstream_error_response(call, upstream)
-    headers = response_headers(upstream.headers)
+    headers = response_headers(upstream.headers, call)
     if call.stream:
         return Response(relay_stream(call, upstream), status=upstream.status_code, headers=headers)
     length = upstream.headers.get("Content-Length")
@@ -207,13 +210,19 @@ def scrub(body, target, call):
 def upstream_error_response(call, body):
     call.status = call.upstream_status
     upstream_headers = call.scratch.pop("error_headers", {})
-    headers = response_headers(upstream_headers)
+    headers = response_headers(upstream_headers, call)
     headers.setdefault("Content-Type", "application/json; charset=UTF-8")
     return Response(body, status=call.upstream_status, headers=headers)
 
 
-def response_headers(upstream_headers):
-    return {name: value for name, value in upstream_headers.items() if name.lower() not in DROP_RESPONSE_HEADERS}
+def response_headers(upstream_headers, call):
+    """The upstream's headers worth relaying; any header that would carry a key is dropped."""
+    secrets = [secret for secret in (call.target.key if call.target else None,
+                                     getattr(call.client, "passthrough_key", None)) if secret]
+    return {
+        name: value for name, value in upstream_headers.items()
+        if name.lower() not in DROP_RESPONSE_HEADERS and not any(secret in value for secret in secrets)
+    }
 
 
 # -- bodies ---------------------------------------------------------------------------------------
@@ -221,7 +230,8 @@ def response_headers(upstream_headers):
 
 def relay_stream(call, upstream):
     """Forward an upstream stream unit by unit (SSE event or JSON-array element), ending in-band on failure."""
-    splitter = framing.SseSplitter() if call.stream == "sse" else framing.JsonArraySplitter()
+    splitter = (framing.SseSplitter(MAX_STREAM_UNIT) if call.stream == "sse"
+                else framing.JsonArraySplitter(MAX_STREAM_UNIT))
     payload_of = framing.SseSplitter.data if call.stream == "sse" else framing.JsonArraySplitter.element
     call.status = upstream.status_code
     failure = None

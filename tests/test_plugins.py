@@ -164,7 +164,8 @@ def test_first_answer_wins_for_pinned_cache_and_read_timeout():
         def read_timeout(self, ctx):
             return self._seconds
 
-    registry = Registry([Fixed("none", None, None), Fixed("a", "cachedContents/a", 10), Fixed("b", "cachedContents/b", 20)])
+    registry = Registry([Fixed("none", None, None), Fixed("a", "cachedContents/a", 10),
+                         Fixed("b", "cachedContents/b", 20)])
     ctx = PluginContext(method="generateContent")
     assert registry.pinned_cache(ctx, {}) == "cachedContents/a"
     assert registry.read_timeout(ctx) == 10

@@ -57,7 +57,7 @@ class Registry:
         suffixes = getattr(plugin, "suffixes", ())
         well_formed = all(isinstance(suffix, str) and suffix for suffix in suffixes)
         if not isinstance(suffixes, (tuple, list)) or not well_formed:
-            raise PluginError(f"plugin {name!r}: suffixes must be a tuple of model-name suffixes such as ('-thinking',)")
+            raise PluginError(f"plugin {name!r}: suffixes must be a tuple of model-name suffixes, e.g. ('-thinking',)")
         taken = {suffix for existing in self.plugins for suffix in getattr(existing, "suffixes", ())}
         clash = taken & set(suffixes)
         if clash:

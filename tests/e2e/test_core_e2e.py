@@ -208,6 +208,21 @@ def test_tuned_models_route(managed_relay, fake_upstream):
     assert_forwarded(entry, path="/v1beta/tunedModels/my-tuned-7:generateContent", body=RAW_BODY)
 
 
+@pytest.mark.parametrize("collection", ["models", "tunedModels"])
+@pytest.mark.parametrize("method", ["generateContent", "countTokens", "embedContent", "batchEmbedContents"])
+def test_model_methods_are_forwarded_verbatim(managed_relay, fake_upstream, collection, method):
+    body = {"embedContent": b'{"content": {"parts": [{"text": "hi"}]}}',
+            "batchEmbedContents": b'{"requests": [{"model": "%s/m-1", "content": {"parts": [{"text": "hi"}]}}]}'
+            % collection.encode()}.get(method, RAW_BODY)
+    response = relay_post(managed_relay, f"/v1beta/{collection}/m-1:{method}", {"x-goog-api-key": CLIENT_KEY},
+                          body)
+    assert response.status_code == 200, response.text[:300]
+    upstream = http().post(f"{fake_upstream.url}/v1beta/{collection}/m-1:{method}", data=body,
+                           headers={"x-goog-api-key": UPSTREAM_KEY})
+    assert response.content == upstream.content
+    assert_forwarded(fake_upstream.requests()[0], path=f"/v1beta/{collection}/m-1:{method}", body=body)
+
+
 def test_cached_contents_crud(managed_relay, fake_upstream):
     session, headers = http(), {"x-goog-api-key": CLIENT_KEY, "Content-Type": "application/json"}
     create_body = json.dumps({"model": "models/gemini-2.5-flash", "ttl": "300s",
@@ -455,6 +470,65 @@ def test_client_disconnect_closes_the_upstream_stream(managed_relay, fake_upstre
     [entry] = fake_upstream.requests()
     assert closed[0]["request_id"] == entry["id"]
     assert closed[0]["closed_at"] - disconnected_at < 2.0, "relay kept reading upstream after the client left"
+
+
+# --- limits and timeouts ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tight_relay(module_relay_factory):
+    return module_relay_factory(env={"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": CLIENT_KEY,
+                                     "RELAY_READ_TIMEOUT": "1", "RELAY_MAX_BODY_MB": "1"})
+
+
+def test_read_timeout_is_an_idle_gap_not_a_total(tight_relay, fake_upstream):
+    fake_upstream.script({"path_contains": "streamGenerateContent", "fixture": SSE_FIXTURE, "gap_ms": 400})
+    started = time.monotonic()
+    with relay_post(tight_relay, f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+                    {"x-goog-api-key": CLIENT_KEY}, stream=True) as response:
+        content = b"".join(response.iter_content(chunk_size=None))
+    assert time.monotonic() - started > 4, "the scripted stream lasts ~4.8 s"
+    assert content == SSE_BYTES, "a stream longer than RELAY_READ_TIMEOUT but never idle must pass"
+
+
+def test_read_timeout_before_headers_is_a_google_error(tight_relay, fake_upstream):
+    fake_upstream.script({"path_contains": ":generateContent", "hang": True, "forever_max_s": 30})
+    started = time.monotonic()
+    response = relay_post(tight_relay, f"/v1beta/models/{MODEL}:generateContent", {"x-goog-api-key": CLIENT_KEY})
+    elapsed = time.monotonic() - started
+    assert response.status_code >= 500, response.text[:300]
+    error = response.json()["error"]
+    assert error["code"] == response.status_code and error["status"] and error["message"]
+    assert elapsed < 10, f"RELAY_READ_TIMEOUT=1 but the relay waited {elapsed:.1f}s"
+    request_id_of(response.headers)
+
+
+def test_read_timeout_mid_stream_ends_with_an_error_event(tight_relay, fake_upstream):
+    fake_upstream.script({"path_contains": "streamGenerateContent", "fixture": SSE_FIXTURE, "gap_ms": 3000,
+                          "forever_max_s": 30})
+    with relay_post(tight_relay, f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
+                    {"x-goog-api-key": CLIENT_KEY}, stream=True) as response:
+        content = b"".join(response.iter_content(chunk_size=None))
+    first = sse_events(SSE_BYTES)[0]
+    assert content.startswith(first)
+    tail = content[len(first):]
+    assert tail.startswith(b"data: ") and tail.count(b"\r\n\r\n") == 1, tail[:300]
+    assert "error" in json.loads(tail[len(b"data: "):])
+    assert wait_until(fake_upstream.closed, timeout=3), "the relay should drop the idle upstream stream"
+
+
+def test_max_body_size(tight_relay, fake_upstream):
+    filler = "x" * (900 * 1024)
+    small = json.dumps({"contents": [{"role": "user", "parts": [{"text": filler}]}]}).encode()
+    response = relay_post(tight_relay, f"/v1beta/models/{MODEL}:countTokens", {"x-goog-api-key": CLIENT_KEY}, small)
+    assert response.status_code == 200
+    assert body_bytes(fake_upstream.requests()[0]) == small
+    fake_upstream.reset()
+    big = json.dumps({"contents": [{"role": "user", "parts": [{"text": filler * 2}]}]}).encode()
+    response = relay_post(tight_relay, f"/v1beta/models/{MODEL}:countTokens", {"x-goog-api-key": CLIENT_KEY}, big)
+    assert response.status_code in (400, 413), response.status_code
+    assert response.json()["error"]["code"] == response.status_code
+    time.sleep(0.2)
+    assert fake_upstream.requests() == []
 
 
 # --- URL grammar ---------------------------------------------------------------------------------------------

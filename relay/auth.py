@@ -55,7 +55,8 @@ class Authenticator:
         self.managed = settings.managed
         self.store = store
         self.clock = clock
-        self._static = [(hash_key(key), f"static:…{key[-4:]}") for key in settings.client_keys]
+        # Named by a hash prefix too, so two keys that end alike never share an identity (caches, usage).
+        self._static = [(hash_key(key), f"static:{hash_key(key)[:8]}…{key[-4:]}") for key in settings.client_keys]
         self._cache = {}
 
     def authenticate(self, key):

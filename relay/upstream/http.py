@@ -15,6 +15,10 @@ from requests.adapters import HTTPAdapter
 READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
 
 
+# What every upstream request carries unless the caller's own headers say otherwise.
+DEFAULT_HEADERS = {"User-Agent": "relay", "Accept": "*/*", "Accept-Encoding": "gzip, deflate"}
+
+
 class UpstreamFailure(Exception):
     """An attempt that produced no HTTP response: ``reason`` is connect_timeout, timeout or connection."""
 
@@ -35,11 +39,22 @@ def make_session(pool_size=2048):
 
 
 def send(session, method, url, headers, body, timeout):
-    """Send one attempt and return the streaming response once its headers arrived."""
+    """Send one attempt and return the streaming response once its headers arrived.
+
+    The request is prepared here and handed to the Session's adapter: ``Session.request`` would re-parse
+    and re-quote a URL relay built from checked parts, merge cookie jars, hooks and environment settings
+    it never uses — a few hundred microseconds per request that buy nothing on this path.
+    """
+    prepared = requests.PreparedRequest()
+    prepared.prepare_method(method)
+    prepared.url = url
+    prepared.prepare_headers({**DEFAULT_HEADERS, **headers})
+    prepared.body = body
+    if body is not None:
+        prepared.headers["Content-Length"] = str(len(body))
+    prepared.hooks = {"response": []}
     try:
-        return session.request(
-            method, url, data=body, headers=headers, stream=True, timeout=timeout, allow_redirects=False,
-        )
+        return session.get_adapter(url).send(prepared, stream=True, timeout=timeout)
     except requests.ConnectTimeout as exc:
         raise UpstreamFailure("connect_timeout", type(exc).__name__) from None
     except requests.Timeout as exc:

@@ -352,6 +352,8 @@ async def transfer(host, port, path, headers, body, repeat, timeout=120.0):
             if connection is not None:
                 connection.close()
             connection = None
+            if isinstance(exc, asyncio.TimeoutError):
+                break
     if connection is not None:
         connection.close()
     moved = max(received, len(body))

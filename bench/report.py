@@ -69,8 +69,9 @@ def summarize_profiles(paths, top=15):
                 for frame in set(frames):
                     inclusive[frame] += samples
     share = lambda counter: [(frame, round(100 * n / total, 1)) for frame, n in counter.most_common(top)]
+    own = Counter({frame: n for frame, n in inclusive.items() if "(relay/" in frame})
     return {"samples": total, "files": paths, "self_pct": share(self_counts) if total else [],
-            "inclusive_pct": share(inclusive) if total else []}
+            "inclusive_pct": share(inclusive) if total else [], "relay_inclusive_pct": share(own) if total else []}
 
 
 def scenario(results, name):
@@ -207,6 +208,9 @@ def render_profiles(results):
         parts.append("")
         parts.append(table(["inclusive %", "frame"],
                            [[pct, f"`{frame}`"] for frame, pct in profile["inclusive_pct"]]))
+        parts.append("")
+        parts.append(table(["inclusive %", "relay's own frame"],
+                           [[pct, f"`{frame}`"] for frame, pct in profile.get("relay_inclusive_pct", [])]))
         parts.append("")
     return "\n".join(parts)
 

@@ -3,9 +3,15 @@
 gunicorn.conf.py points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker starts, so
 prometheus_client runs in multiprocess mode and ``/metrics`` sums every worker.  Labels are bounded and
 never secret: route templates, model names, upstream names, outcomes, status codes — no keys, no key ids.
+Model names come from callers, so :func:`model_label` bounds them: a caller relay did not authenticate
+chooses no label at all, a name that is not a plain model id becomes ``invalid``, and past
+``MAX_MODEL_LABELS`` distinct names per worker the rest count as ``other`` (a typo storm or a hostile
+caller cannot grow the series — and the multiprocess files — without bound).
 """
 
 import os
+import re
+import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -21,14 +27,37 @@ LATENCY = Histogram("relay_request_duration_seconds", "Time to the end of the re
                     buckets=LATENCY_BUCKETS)
 TTFB = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed unit sent to the client.", ["model"],
                  buckets=LATENCY_BUCKETS)
-TOKENS = Counter("relay_tokens_total", "Tokens Google reported, by model and kind.", ["model", "kind"])
+TOKENS = Counter("relay_tokens_total", "Tokens Google reported, by requested model, upstream model and kind.",
+                 ["model", "upstream_model", "kind"])
 OPEN_STREAMS = Gauge("relay_open_streams", "Streams being relayed right now.", multiprocess_mode="livesum")
 
 TOKEN_KINDS = ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "cached_tokens", "tool_use_tokens")
 
+MAX_MODEL_LABELS = 200
+MODEL_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_seen_models = set()
+_seen_lock = threading.Lock()
+
+
+def model_label(model):
+    """A bounded label value for a model name: the name itself, ``""``, ``invalid`` or ``other``."""
+    if not model:
+        return ""
+    if not isinstance(model, str) or not MODEL_LABEL.match(model):
+        return "invalid"
+    if model in _seen_models:
+        return model
+    with _seen_lock:
+        if len(_seen_models) >= MAX_MODEL_LABELS:
+            return "other"
+        _seen_models.add(model)
+    return model
+
 
 def request_done(route, model, status, seconds):
-    REQUESTS.labels(route, model or "", str(status)).inc()
+    # An unauthenticated caller must not be able to mint label values (or see its key echoed as one).
+    model = "" if status == 401 else model_label(model)
+    REQUESTS.labels(route, model, str(status)).inc()
     LATENCY.labels(route).observe(seconds)
 
 
@@ -43,13 +72,13 @@ def key_blocked(upstream, kind):
 
 
 def first_byte(model, seconds):
-    TTFB.labels(model or "").observe(seconds)
+    TTFB.labels(model_label(model)).observe(seconds)
 
 
-def tokens(model, row):
+def tokens(model, upstream_model, row):
     for kind in TOKEN_KINDS:
         if row.get(kind):
-            TOKENS.labels(model or "", kind.removesuffix("_tokens")).inc(row[kind])
+            TOKENS.labels(model_label(model), model_label(upstream_model), kind.removesuffix("_tokens")).inc(row[kind])
 
 
 def exposition():

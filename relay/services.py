@@ -55,7 +55,7 @@ class Services:
         self.flusher.ensure_started()
         row = self.usage.record(call)
         self.limits.charge(call, row["total_tokens"])
-        metrics.tokens(call.requested_model, row)
+        metrics.tokens(call.requested_model, call.upstream_model, row)
         if call.first_byte_ms is not None:
             metrics.first_byte(call.requested_model, call.first_byte_ms / 1000)
 

@@ -1,12 +1,26 @@
-"""This module provides the operations endpoints: liveness, readiness and Prometheus metrics."""
+"""This module provides the operations endpoints: liveness, readiness, Prometheus metrics, the OpenAPI document.
 
+``/debug/runtime`` reports the answering worker's own live greenlets and open file descriptors, so a
+fault test (or an operator chasing a leak) can compare them with a baseline.  Like ``/metrics`` it needs
+the admin token; unlike ``/metrics`` it is off when no admin token is set.
+"""
+
+import functools
+import gc
 import hmac
+import importlib.resources
+import os
 
 from flask import Blueprint, Response, jsonify, request
 
 from relay import metrics
-from relay.errors import Unauthenticated
+from relay.errors import PermissionDenied, Unauthenticated
 from relay.services import current
+
+try:
+    import greenlet
+except ImportError:  # pragma: no cover - gevent (and so greenlet) is a runtime dependency
+    greenlet = None
 
 bp = Blueprint("ops", __name__)
 
@@ -31,9 +45,48 @@ def readyz():
 @bp.get("/metrics")
 def prometheus():
     """Prometheus text format for all workers; needs the admin token as Bearer when one is set."""
-    token = current().settings.admin_token
-    if token:
-        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), token.encode()):
-            raise Unauthenticated("/metrics needs 'Authorization: Bearer <RELAY_ADMIN_TOKEN>'.")
+    if current().settings.admin_token:
+        require_admin_token("/metrics")
     return Response(metrics.exposition(), content_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """relay's own surface (Gemini routes, ops, admin) as OpenAPI 3.1; public, like Google's discovery docs."""
+    return Response(openapi_document(), content_type="application/json; charset=UTF-8")
+
+
+@bp.get("/debug/runtime")
+def runtime():
+    """This worker's pid, live greenlets and open file descriptors (admin token; off without one)."""
+    if not current().settings.admin_token:
+        raise PermissionDenied("/debug/runtime is off: set RELAY_ADMIN_TOKEN to enable it.")
+    require_admin_token("/debug/runtime")
+    return jsonify(pid=os.getpid(), greenlets=live_greenlets(), open_fds=open_fds())
+
+
+def require_admin_token(path):
+    token = current().settings.admin_token
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    # Compare whatever was presented, so the time taken says nothing about the token.
+    if not (scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())):
+        raise Unauthenticated(f"{path} needs 'Authorization: Bearer <RELAY_ADMIN_TOKEN>'.")
+
+
+@functools.cache
+def openapi_document():
+    return importlib.resources.files("relay").joinpath("openapi.json").read_bytes()
+
+
+def live_greenlets():
+    """Greenlets started and not yet finished (the hub and this request's own included)."""
+    if greenlet is None:
+        return None
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, greenlet.greenlet) and bool(obj))
+
+
+def open_fds():
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # listing the directory opens one itself
+    except OSError:
+        return None

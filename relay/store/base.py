@@ -6,7 +6,7 @@ import functools
 import math
 
 BLOCKED_STATES = ("cooling", "disabled")
-USAGE_GROUPS = ("model", "key", "day", "status", "upstream")
+USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream")
 TOKEN_FIELDS = (
     "prompt_tokens", "candidates_tokens", "thoughts_tokens",
     "cached_tokens", "tool_use_tokens", "total_tokens",
@@ -161,7 +161,8 @@ class Store(abc.ABC):
         """Aggregate rows with ts >= since by group (one of USAGE_GROUPS), sorted by group value.
 
         Each row: {group: value, "requests", "errors" (status >= 400), and one sum per TOKEN_FIELDS}.
-        "model" groups by requested_model, "key" by client, "day" by the UTC date of ts.
+        "model" groups by requested_model (the name the caller asked for, e.g. with a thinking suffix),
+        "upstream_model" by the name the upstream saw, "key" by client, "day" by the UTC date of ts.
         """
 
     @abc.abstractmethod

@@ -41,7 +41,7 @@ USAGE_COLUMNS = tuple(USAGE_DEFAULTS)
 INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
 SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
 GROUP_EXPRESSIONS = {
-    "model": "requested_model", "key": "client", "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
+    "model": "requested_model", "upstream_model": "upstream_model", "key": "client", "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
     "status": "status", "upstream": "upstream",
 }
 

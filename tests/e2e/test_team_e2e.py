@@ -60,6 +60,13 @@ def post(relay, model: str, key: str, method: str = "generateContent", query: st
     return (session or http()).post(url, data=BODY, headers=headers, timeout=60)
 
 
+def client_name(relay, key: str) -> str:
+    """The name relay accounts a client key's usage under, as /relay/usage tells the key itself."""
+    response = http().get(f"{relay.url}/relay/usage", headers={"x-goog-api-key": key}, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()["client"]
+
+
 def admin_usage(relay, group: str, days: int = 1) -> list[dict]:
     response = http().get(f"{relay.url}/relay/usage?group={group}&days={days}",
                           headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=30)
@@ -192,12 +199,13 @@ def test_usage_totals_equal_what_the_upstream_reported(usage_relay, fake_upstrea
     expected_by_key: dict[str, dict] = {}
     expected_by_model: dict[str, dict] = {}
     received = {}
+    names = {key: client_name(relay, key) for key in (STATIC_KEY_A, STATIC_KEY_B)}
     for key, model, method, query, sse in calls:
         response = post(relay, model, key, method, query)
         request_id = response.headers["X-Request-Id"]
         usage = reported_usage(response, sse) if method != "countTokens" else {}
         received[request_id] = (response.status_code, usage)
-        name = f"static:…{key[-4:]}"
+        name = names[key]
         for totals in (expected_by_key.setdefault(name, {}), expected_by_model.setdefault(model, {})):
             totals["requests"] = totals.get("requests", 0) + 1
             totals["errors"] = totals.get("errors", 0) + (response.status_code >= 400)
@@ -215,7 +223,7 @@ def test_usage_totals_equal_what_the_upstream_reported(usage_relay, fake_upstrea
 
     own = http().get(f"{relay.url}/relay/usage?group=model&days=1", headers={"x-goog-api-key": STATIC_KEY_B},
                      timeout=30).json()
-    assert own["client"] == f"static:…{STATIC_KEY_B[-4:]}"
+    assert own["client"] == names[STATIC_KEY_B] and own["client"].endswith(STATIC_KEY_B[-4:])
     assert sum(row["requests"] for row in own["rows"]) == expected_by_key[own["client"]]["requests"]
     assert {row["model"] for row in own["rows"]} == {model for key, model, *_ in calls if key == STATIC_KEY_B}
     assert http().get(f"{relay.url}/relay/usage", headers={"x-goog-api-key": "not-a-key-123"},

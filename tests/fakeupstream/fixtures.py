@@ -257,3 +257,36 @@ def image_events(size_mb: float) -> list[Event]:
     second = copy.deepcopy(response)
     second["candidates"][0]["content"]["parts"] = [image_part]
     return [Event.from_obj(first), Event.from_obj(second)]
+
+
+# Google's front end answers a 502 with this kind of HTML page, not with a google.rpc.Status body.
+HTML_502 = b"""<!DOCTYPE html>
+<html lang=en>
+  <meta charset=utf-8>
+  <meta name=viewport content="initial-scale=1, minimum-scale=1, width=device-width">
+  <title>Error 502 (Server Error)!!1</title>
+  <style>*{margin:0;padding:0}html,code{font:15px/22px arial,sans-serif}</style>
+  <a href=//www.google.com/><span id=logo aria-label=Google></span></a>
+  <p><b>502.</b> <ins>That\xe2\x80\x99s an error.</ins>
+  <p>The server encountered a temporary error and could not complete your request.<p>Please try again in 30 seconds.  <ins>That\xe2\x80\x99s all we know.</ins>
+"""
+
+
+def garbage(size: int, seed: int = 502) -> bytes:
+    """`size` deterministic bytes that are neither HTTP nor JSON nor SSE (no CR/LF, so no line ever ends)."""
+    raw = random.Random(seed).randbytes(size)
+    return raw.translate(bytes(range(256)).replace(b"\r", b"\x00").replace(b"\n", b"\x01"))
+
+
+@functools.lru_cache(maxsize=2)
+def big_line_events(size_mb: float) -> tuple[Event, ...]:
+    """A short first event, then one event whose text part makes it a single line of about `size_mb` MB."""
+    template = json.loads(load(DEFAULT_UNARY).body)
+    first = copy.deepcopy(template)
+    first["candidates"][0]["content"]["parts"] = [{"text": "A very long answer follows."}]
+    first["candidates"][0].pop("finishReason", None)
+    first.pop("usageMetadata", None)
+    big = copy.deepcopy(template)
+    unit = "0123456789abcdefghijklmnopqrstuvwxyz "
+    big["candidates"][0]["content"]["parts"] = [{"text": unit * int(size_mb * 1024 * 1024 / len(unit))}]
+    return Event.from_obj(first), Event.from_obj(big)

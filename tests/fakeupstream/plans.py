@@ -52,6 +52,9 @@ class Plan:
     hang: bool = False
     stream_forever: bool = False
     forever_max_s: float = 300
+    reset_before_headers: bool = False
+    raw_response: bytes | None = None  # written instead of an HTTP response, then the connection ends
+    chunks: list[bytes] | None = None  # chunked body written as is (after a 200 head), e.g. garbage
 
 
 def is_sse(query: str) -> bool:
@@ -175,9 +178,11 @@ def _cache_plan(request, cache_id: str | None, caches: dict) -> Plan:
     return unary((fixtures.pretty_json(entry) + "\n").encode())
 
 
-CONTENT_KEYS = ("status", "body", "body_b64", "fixture", "events", "image_mb", "retry_delay")
+CONTENT_KEYS = ("status", "body", "body_b64", "fixture", "events", "image_mb", "retry_delay", "html_502",
+                "garbage_bytes", "raw_response_b64", "body_garbage_bytes", "line_mb")
 MODIFIER_KEYS = ("gap_ms", "delay_headers_ms", "drip_bytes_per_s", "cut_after_events", "cut_mid_event",
-                 "cut_after_bytes", "cut_mode", "hang", "stream_forever", "forever_max_s")
+                 "cut_after_bytes", "cut_mode", "hang", "stream_forever", "forever_max_s", "reset_before_headers")
+HTML_HEADERS = [("Content-Type", "text/html; charset=UTF-8"), ("Referrer-Policy", "no-referrer")]
 
 
 def apply_rule(request, rule: dict, plan: Plan) -> Plan:
@@ -203,6 +208,9 @@ def _merge_stream(request, plan: Plan, events: list[Event]) -> Plan:
 
 
 def _rule_content(request, rule: dict) -> Plan:
+    faulty = _fault_content(request, rule)
+    if faulty is not None:
+        return faulty
     status = int(rule.get("status", 200))
     if "fixture" in rule:
         plan = from_recorded(request, fixtures.load(rule["fixture"]))
@@ -227,6 +235,24 @@ def _rule_content(request, rule: dict) -> Plan:
     if status >= 400 and not rule.get("raw"):
         return error_plan(request, status, body)
     return unary(body, status)
+
+
+def _fault_content(request, rule: dict) -> Plan | None:
+    """Answers no real Google sends on purpose, but its front ends and broken networks do."""
+    if rule.get("html_502"):
+        return Plan(int(rule.get("status", 502)), body=fixtures.HTML_502, headers=list(HTML_HEADERS))
+    if "garbage_bytes" in rule:
+        return Plan(raw_response=fixtures.garbage(int(rule["garbage_bytes"])))
+    if "raw_response_b64" in rule:
+        return Plan(raw_response=base64.b64decode(rule["raw_response_b64"]))
+    if "body_garbage_bytes" in rule:
+        framing = stream_framing(request) if "streamGenerateContent" in request.path else "unary"
+        content_headers = SSE_HEADERS if framing == "sse" else JSON_HEADERS
+        return Plan(int(rule.get("status", 200)), chunks=[fixtures.garbage(int(rule["body_garbage_bytes"]))],
+                    framing=framing, headers=google_headers(content_headers))
+    if "line_mb" in rule:
+        return streamed(request, list(fixtures.big_line_events(float(rule["line_mb"]))))
+    return None
 
 
 def _override_headers(headers: list, overrides) -> list:

@@ -21,6 +21,11 @@ Control API (JSON; these requests are not logged):
   ``drip_bytes_per_s``, ``cut_after_events`` + ``cut_mode`` ("rst" | "close"), ``cut_mid_event``
   (default cut_after_events 1), ``cut_after_bytes`` (unary), ``hang``, ``stream_forever``,
   ``forever_max_s``.
+  Faults: ``reset_before_headers`` (read the request, then end the connection per ``cut_mode`` without a
+  byte), ``garbage_bytes: N`` / ``raw_response_b64`` (bytes that are not HTTP instead of a response),
+  ``body_garbage_bytes: N`` (a 200 head, then N bytes of noise as the chunked body), ``html_502`` (the
+  front end's HTML error page, ``text/html``; ``status`` may change the code), ``line_mb: X`` (a stream
+  whose second event is one single line of about X MB).
 * ``GET /_fake/closed`` – ``[{request_id, path, closed_at, events_sent, started_at}]`` for responses whose
   client disconnected before the fake finished.
 * ``GET /_fake/health``.
@@ -150,6 +155,14 @@ class FakeUpstream:
             return False
         if plan.delay_headers_ms:
             await out.sleep(plan.delay_headers_ms / 1000)
+        if plan.reset_before_headers or plan.raw_response is not None:
+            if plan.raw_response:
+                await out.write(plan.raw_response)
+            await out.abort(plan.cut_mode)
+            entry["outcome"] = "cut"
+            return False
+        if plan.chunks is not None:
+            return await self.play_chunks(plan, entry, out)
         headers = list(plan.headers)
         if not any(name.lower() == "date" for name, _ in headers):
             headers.append(("Date", http_date()))
@@ -168,6 +181,21 @@ class FakeUpstream:
         await out.head(plan.status, headers + [("Transfer-Encoding", "chunked")])
         entry["response_started_at"] = time.time()
         return await self.play_events(plan, entry, out)
+
+    @staticmethod
+    async def play_chunks(plan: plans.Plan, entry: dict, out: ResponseWriter) -> bool:
+        headers = list(plan.headers)
+        if not any(name.lower() == "date" for name, _ in headers):
+            headers.append(("Date", http_date()))
+        await out.head(plan.status, headers + [("Transfer-Encoding", "chunked")])
+        entry["response_started_at"] = time.time()
+        for index, data in enumerate(plan.chunks):
+            if index and plan.gap_ms:
+                await out.sleep(plan.gap_ms / 1000)
+            await out.chunk(data)
+        await out.end_chunks()
+        entry["outcome"] = "complete"
+        return True
 
     async def play_events(self, plan: plans.Plan, entry: dict, out: ResponseWriter) -> bool:
         events = plan.events

@@ -21,6 +21,7 @@ from relay.upstream.http import READ_ERRORS, UpstreamFailure, abort, iter_body, 
 from relay.upstream.pool import Target
 
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
+INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024
 INSPECT_LIMIT = 64 * 1024 * 1024
@@ -104,8 +105,8 @@ def open_upstream(call, services):
     targets = plan_targets(call, services)
     deadline = time.monotonic() + settings.retry_deadline
     url = upstream_url(call)
-    last_failure = None
-    last_error = None
+    last_failure = last_error = last_outcome = None
+    soonest_429 = None  # (retry delay, error) of the rate-limited attempt whose key frees up first
     for target in targets[: settings.max_attempts]:
         if call.attempts and time.monotonic() > deadline:
             break
@@ -119,19 +120,27 @@ def open_upstream(call, services):
             response = send(services.session, call.http_method, target.upstream.url + url, headers, call.body, timeout)
         except UpstreamFailure as failure:
             services.record(call, target, "connection_error", failure.reason)
-            last_failure, last_error = failure, None
+            last_failure, last_error, last_outcome = failure, None, "connection_error"
             continue
         call.upstream_status = response.status_code
         if response.status_code < 400:
             services.record(call, target, "ok")
             return response, target
         error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), target, call)
-        outcome, retry_delay = classify_error(response.status_code, error_body)
-        services.record(call, target, outcome, retry_delay=retry_delay)
-        last_error = (response.status_code, response.headers, error_body)
-        last_failure = None
-        if outcome in ("ok", "caller_error"):
+        last_outcome, retry_delay = classify_error(response.status_code, error_body)
+        services.record(call, target, last_outcome, retry_delay=retry_delay)
+        last_error, last_failure = (response.status_code, response.headers, error_body), None
+        if last_outcome == "rate_limited" and (soonest_429 is None or (retry_delay or INF) < soonest_429[0]):
+            soonest_429 = (retry_delay or INF, last_error)
+        if last_outcome == "caller_error":
             break
+    if settings.managed and last_outcome == "key_invalid":
+        # Google's "API key not valid" is about relay's key, not the caller's: say what it means for them.
+        plan_targets(call, services)  # 429 if the others are cooling down, 503 if all are disabled
+        raise Unavailable("The upstream rejected relay's keys for this model. Please try again later.")
+    if last_outcome == "rate_limited":
+        # Relay Google's own 429, the one whose RetryInfo frees up first.
+        last_error = soonest_429[1]
     if last_error is not None:
         status, headers, body = last_error
         call.scratch["error_headers"] = headers

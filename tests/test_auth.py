@@ -80,14 +80,14 @@ def assert_no_client_credentials(sent, *keys):
         assert key.encode() not in (sent.body or b"")
 
 
-@pytest.fixture
-def managed(app_factory):
-    return app_factory(MANAGED).test_client()
+@pytest.fixture(scope="module")
+def managed(module_app_factory):
+    return module_app_factory(MANAGED).test_client()
 
 
-@pytest.fixture
-def passthrough(app_factory):
-    return app_factory({}).test_client()
+@pytest.fixture(scope="module")
+def passthrough(module_app_factory):
+    return module_app_factory({}).test_client()
 
 
 # -- managed mode -----------------------------------------------------------------------------------

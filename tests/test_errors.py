@@ -36,9 +36,6 @@ def issue_body(entry_id):
     return (json.dumps(entry["body"], indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def bug(reason):
-    return pytest.mark.xfail(strict=True, reason=f"bug: {reason}")
-
 
 def assert_google_bytes(response):
     """Google's byte format: 2-space pretty JSON, keys code/message/status[/details], trailing newline."""
@@ -62,7 +59,25 @@ def assert_stream_shaped(response, shape):
 
 @pytest.fixture
 def managed(app_factory):
+    """A fresh app: upstream errors (429, invalid key) change its key pool's state."""
     return app_factory(MANAGED).test_client()
+
+
+@pytest.fixture
+def passthrough(app_factory):
+    """No upstream keys: the caller's own key goes upstream, so Google's verdict on it is the caller's."""
+    return app_factory({}).test_client()
+
+
+@pytest.fixture(scope="module")
+def shared(module_app_factory):
+    """One app for the tests that only see relay's own errors (they leave no key state behind)."""
+    return module_app_factory(MANAGED).test_client()
+
+
+@pytest.fixture(scope="module")
+def small_limit(module_app_factory):
+    return module_app_factory({**MANAGED, "RELAY_MAX_BODY_MB": "1"}).test_client()
 
 
 @pytest.fixture
@@ -86,8 +101,8 @@ def closed_port_url():
     ("GET", "/v1beta/models/gemini-2.5-flash/operations/x"),
     ("POST", "/v1/v1/v1beta/models/gemini-2.5-flash:generateContent"),
 ])
-def test_unknown_routes_are_google_404s(managed, mock_upstream, google_error, method, path):
-    response = managed.open(path, method=method, json=BODY if method == "POST" else None, headers=AUTH)
+def test_unknown_routes_are_google_404s(shared, mock_upstream, google_error, method, path):
+    response = shared.open(path, method=method, json=BODY if method == "POST" else None, headers=AUTH)
 
     google_error(response, 404, "NOT_FOUND")
     assert response.content_type == GOOGLE_JSON
@@ -103,13 +118,10 @@ def test_unknown_routes_are_google_404s(managed, mock_upstream, google_error, me
     ("PATCH", "/v1beta/cachedContents"),
     ("POST", "/v1beta/cachedContents/abc"),
     ("PUT", "/v1/v1beta/cachedContents/abc"),
-    pytest.param("GET", GENERATE_PATH, marks=bug(
-        "relay/api/gemini.py get_model() catches GET models/{m}:generateContent and answers 400 \"not a valid "
-        "resource id\"; when the id ends in ':<one of MODEL_METHODS>' raise MethodNotAllowed instead"),
-        id="GET-generateContent"),
+    pytest.param("GET", GENERATE_PATH, id="GET-generateContent"),
 ])
-def test_wrong_methods_are_google_405s(managed, mock_upstream, google_error, method, path):
-    response = managed.open(path, method=method, json=BODY, headers=AUTH)
+def test_wrong_methods_are_google_405s(shared, mock_upstream, google_error, method, path):
+    response = shared.open(path, method=method, json=BODY, headers=AUTH)
 
     error = google_error(response, 405)
     assert method in error["message"]
@@ -118,18 +130,16 @@ def test_wrong_methods_are_google_405s(managed, mock_upstream, google_error, met
     assert len(mock_upstream.calls) == 0
 
 
-@bug("relay/api/lifecycle.py _http_error() renders Werkzeug's MethodNotAllowed without its Allow header, which "
-     "RFC 9110 §15.5.6 requires on a 405; copy error.get_headers()' Allow (error.valid_methods) onto the response")
-def test_a_405_says_which_methods_are_allowed(managed):
-    response = managed.delete(GENERATE_PATH, headers=AUTH)
+def test_a_405_says_which_methods_are_allowed(shared):
+    response = shared.delete(GENERATE_PATH, headers=AUTH)
 
     assert response.status_code == 405
     assert "POST" in response.headers.get("Allow", "")
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
-def test_an_oversized_body_is_a_google_413_and_nothing_is_sent(app_factory, mock_upstream, google_error, shape, path):
-    client = app_factory({**MANAGED, "RELAY_MAX_BODY_MB": "1"}).test_client()
+def test_an_oversized_body_is_a_google_413_and_nothing_is_sent(small_limit, mock_upstream, google_error, shape, path):
+    client = small_limit
     text = "a" * (2 * 1024 * 1024)
     response = client.post(path, json={"contents": [{"parts": [{"text": text}]}]}, headers=AUTH)
 
@@ -139,8 +149,8 @@ def test_an_oversized_body_is_a_google_413_and_nothing_is_sent(app_factory, mock
     assert len(mock_upstream.calls) == 0
 
 
-def test_a_body_just_under_the_limit_is_relayed(app_factory, mock_upstream):
-    client = app_factory({**MANAGED, "RELAY_MAX_BODY_MB": "1"}).test_client()
+def test_a_body_just_under_the_limit_is_relayed(small_limit, mock_upstream):
+    client = small_limit
     mock_upstream.post(UPSTREAM + GENERATE_PATH, body=b"{}")
     body = json.dumps({"contents": [{"parts": [{"text": "a" * (1024 * 1024 - 100)}]}]}).encode()
     assert len(body) <= 1024 * 1024
@@ -168,9 +178,9 @@ def test_an_unreachable_upstream_on_a_models_list_is_a_google_503(app_factory, g
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
-def test_an_upstream_timeout_is_a_google_504(managed, mock_upstream, google_error, shape, path):
+def test_an_upstream_timeout_is_a_google_504(shared, mock_upstream, google_error, shape, path):
     mock_upstream.post(UPSTREAM + path, body=requests.exceptions.ReadTimeout("read timed out"))
-    response = managed.post(path, json=BODY, headers=AUTH)
+    response = shared.post(path, json=BODY, headers=AUTH)
 
     google_error(response, 504, "DEADLINE_EXCEEDED", wrapped=shape == "array")
     assert_stream_shaped(response, shape)
@@ -178,14 +188,14 @@ def test_an_upstream_timeout_is_a_google_504(managed, mock_upstream, google_erro
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
-def test_an_unexpected_bug_is_a_google_500_without_a_traceback(managed, mock_upstream, google_error, monkeypatch,
+def test_an_unexpected_bug_is_a_google_500_without_a_traceback(shared, mock_upstream, google_error, monkeypatch,
                                                                caplog, shape, path):
-    def broken(method, body):
+    def broken(*args, **kwargs):
         raise RuntimeError("secret internals at /srv/relay/x.py line 7")
 
     monkeypatch.setattr(relay.api.gemini, "validate_body", broken)
     with caplog.at_level(logging.ERROR, logger="relay"):
-        response = managed.post(path, json=BODY, headers=AUTH)
+        response = shared.post(path, json=BODY, headers=AUTH)
 
     error = google_error(response, 500, "INTERNAL", wrapped=shape == "array")
     assert_stream_shaped(response, shape)
@@ -199,19 +209,19 @@ def test_an_unexpected_bug_is_a_google_500_without_a_traceback(managed, mock_ups
     assert len(mock_upstream.calls) == 0
 
 
-def test_a_bug_in_the_upstream_call_is_a_google_500_too(managed, mock_upstream, google_error, monkeypatch):
+def test_a_bug_in_the_upstream_call_is_a_google_500_too(shared, mock_upstream, google_error, monkeypatch):
     def broken(*args, **kwargs):
         raise KeyError("unexpected")
 
     monkeypatch.setattr("relay.proxy.send", broken)
-    response = managed.post(GENERATE_PATH, json=BODY, headers=AUTH)
+    response = shared.post(GENERATE_PATH, json=BODY, headers=AUTH)
 
     google_error(response, 500, "INTERNAL")
     assert b"KeyError" not in response.data
 
 
-def test_relay_errors_carry_a_request_id_header(managed):
-    response = managed.post(GENERATE_PATH, json=BODY)
+def test_relay_errors_carry_a_request_id_header(shared):
+    response = shared.post(GENERATE_PATH, json=BODY)
     assert response.status_code == 401
     assert len(response.headers["X-Request-Id"]) >= 16
 
@@ -244,7 +254,6 @@ def test_an_upstream_429_with_quota_failure_and_help_is_relayed_byte_for_byte(ma
     ("503-high-demand", 503),
     ("400-location-unsupported", 400),
     ("400-badrequest-fieldviolations-with-field", 400),
-    ("400-api-key-invalid-unary", 400),
 ])
 def test_upstream_errors_are_relayed_with_status_and_body(managed, mock_upstream, entry_id, status):
     body = issue_body(entry_id)
@@ -269,13 +278,31 @@ def test_an_upstream_404_on_an_sse_stream_is_relayed_as_plain_json(managed, mock
     assert response.content_type.startswith("text/event-stream")
 
 
-def test_an_upstream_array_wrapped_error_is_relayed_as_sent(managed, mock_upstream):
-    body = issue_body("400-api-key-invalid-array-wrapped")
-    mock_upstream.post(UPSTREAM + STREAM_PATH, status=400, body=body, content_type=GOOGLE_JSON)
-    response = managed.post(STREAM_PATH, json=BODY, headers=AUTH)
+def test_an_invalid_caller_key_is_relayed_as_google_said_in_passthrough(passthrough, mock_upstream):
+    body = issue_body("400-api-key-invalid-unary")
+    mock_upstream.post(UPSTREAM + GENERATE_PATH, status=400, body=body, content_type=GOOGLE_JSON)
+    response = passthrough.post(GENERATE_PATH, json=BODY, headers=AUTH)
 
     assert response.status_code == 400
     assert response.data == body
+
+
+def test_an_upstream_array_wrapped_error_is_relayed_as_sent(passthrough, mock_upstream):
+    body = issue_body("400-api-key-invalid-array-wrapped")
+    mock_upstream.post(UPSTREAM + STREAM_PATH, status=400, body=body, content_type=GOOGLE_JSON)
+    response = passthrough.post(STREAM_PATH, json=BODY, headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.data == body
+
+
+def test_google_rejecting_relays_own_key_is_a_503_not_an_invalid_key_for_the_caller(managed, mock_upstream, google_error):
+    body = issue_body("400-api-key-invalid-unary")
+    mock_upstream.post(UPSTREAM + GENERATE_PATH, status=400, body=body, content_type=GOOGLE_JSON)
+    response = managed.post(GENERATE_PATH, json=BODY, headers=AUTH)
+
+    google_error(response, 503, "UNAVAILABLE")
+    assert b"API key not valid" not in response.data
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
@@ -304,9 +331,6 @@ def test_a_passthrough_key_echoed_in_an_error_body_is_redacted(app_factory, mock
     assert json.loads(response.data)["error"]["message"].startswith("API key not valid: ")
 
 
-@bug("relay/proxy.py upstream_error_response() scrubs only the error body; headers pass through "
-     "response_headers() unscrubbed, so an upstream key echoed in a header reaches the client; apply scrub() to "
-     "header values too (or drop headers that contain a key)")
 def test_an_upstream_key_echoed_in_an_error_header_is_not_relayed(managed, mock_upstream):
     mock_upstream.post(UPSTREAM + GENERATE_PATH, status=403, content_type=GOOGLE_JSON,
                        headers={"X-Debug-Request": f"POST {GENERATE_PATH} key={UPSTREAM_KEY}"},
@@ -334,8 +358,8 @@ def test_no_relay_response_carries_the_upstream_key(managed, mock_upstream):
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
-def test_a_401_keeps_the_stream_shape(managed, mock_upstream, google_error, shape, path):
-    response = managed.post(path, json=BODY)
+def test_a_401_keeps_the_stream_shape(shared, mock_upstream, google_error, shape, path):
+    response = shared.post(path, json=BODY)
 
     google_error(response, 401, "UNAUTHENTICATED", wrapped=shape == "array")
     assert_stream_shaped(response, shape)
@@ -343,9 +367,9 @@ def test_a_401_keeps_the_stream_shape(managed, mock_upstream, google_error, shap
 
 
 @pytest.mark.parametrize("shape, path", CALL_SHAPES, ids=SHAPE_IDS)
-def test_an_upstream_connection_error_keeps_the_stream_shape(managed, mock_upstream, google_error, shape, path):
+def test_an_upstream_connection_error_keeps_the_stream_shape(shared, mock_upstream, google_error, shape, path):
     mock_upstream.post(UPSTREAM + path, body=requests.exceptions.ConnectionError("refused"))
-    response = managed.post(path, json=BODY, headers=AUTH)
+    response = shared.post(path, json=BODY, headers=AUTH)
 
     google_error(response, 503, "UNAVAILABLE", wrapped=shape == "array")
     assert_stream_shaped(response, shape)
@@ -353,18 +377,13 @@ def test_an_upstream_connection_error_keeps_the_stream_shape(managed, mock_upstr
 
 @pytest.mark.parametrize("shape, path", [
     ("unary", "/v1beta/models/bad..id:generateContent"),
-    pytest.param("array", "/v1beta/models/bad..id:streamGenerateContent", marks=bug(
-        "relay/api/gemini.py model_action calls checked_id() before begin() sets g.call, so render_error does not "
-        "know the call is a stream and a bad model id on a JSON-array stream is not wrapped in [ ] (and an alt=sse "
-        "one lacks text/event-stream); compute the stream mode and set g.call (or a g.stream hint) first"),
+    pytest.param("array", "/v1beta/models/bad..id:streamGenerateContent",
         id="array"),
-    pytest.param("sse", "/v1beta/models/bad..id:streamGenerateContent?alt=sse", marks=bug(
-        "relay/api/gemini.py model_action calls checked_id() before the stream mode is known, so render_error "
-        "answers a bad model id on an alt=sse stream as application/json instead of text/event-stream"),
+    pytest.param("sse", "/v1beta/models/bad..id:streamGenerateContent?alt=sse",
         id="sse"),
 ])
-def test_a_bad_model_id_keeps_the_stream_shape(managed, mock_upstream, google_error, shape, path):
-    response = managed.post(path, json=BODY, headers=AUTH)
+def test_a_bad_model_id_keeps_the_stream_shape(shared, mock_upstream, google_error, shape, path):
+    response = shared.post(path, json=BODY, headers=AUTH)
 
     google_error(response, 400, "INVALID_ARGUMENT", wrapped=shape == "array")
     assert_stream_shaped(response, shape)

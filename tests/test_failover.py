@@ -1,5 +1,5 @@
 """Unit tests of the failover loop (proxy.open_upstream) through the Flask test client, upstreams mocked
-with ``responses``, key state in a real SQLite store.
+with ``responses`` (conftest's ``mock_upstream``), key state in the app's real SQLite store.
 
 Upstreams come from a relay.toml with one key each and distinct priorities, so the order of attempts is
 known: ``key-0`` first, then ``key-1``, ...
@@ -13,8 +13,6 @@ import requests
 import responses
 from responses import matchers
 
-from relay import create_app
-from relay.store.sqlite import SqliteStore
 from relay.upstream.pool import key_id
 
 UPSTREAM = "http://upstream.test"
@@ -60,9 +58,8 @@ def pool_toml(upstream_count, **models):
 
 
 @pytest.fixture
-def relay(tmp_path):
-    """``relay(upstreams=2, env={...}, aliases=..., models=...)`` → (test client, services)."""
-    stores = []
+def relay(app_factory, tmp_path):
+    """``relay(upstreams=2, env={...}, aliases=..., u0=[model patterns], ...)`` → (test client, services)."""
 
     def build(upstreams=2, env=None, aliases=None, **models):
         text = pool_toml(upstreams, **models)
@@ -70,22 +67,16 @@ def relay(tmp_path):
             text += "\n[aliases]\n" + "".join(f'{name} = "{target}"\n' for name, target in aliases.items())
         config = tmp_path / "relay.toml"
         config.write_text(text)
-        store = SqliteStore(str(tmp_path / "relay.db"))
-        stores.append(store)
-        environ = {"RELAY_CONFIG": str(config), "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
-                   **(env or {})}
-        app = create_app(environ=environ, store=store, check_open=False)
+        app = app_factory({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                           **(env or {})})
         return app.test_client(), app.extensions["relay"]
 
-    yield build
-    for store in stores:
-        store.close()
+    return build
 
 
 @pytest.fixture
-def upstream():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
+def upstream(mock_upstream):
+    return mock_upstream
 
 
 def answer(mock, key, status=200, body=ANSWER, path=GENERATE, **kwargs):
@@ -333,3 +324,24 @@ def test_admin_view_needs_the_token_and_masks_keys(relay, upstream):
     assert first["counters"]["rate_limited"] == 1
     assert second["state"] == "healthy" and second["until"] is None and second["counters"]["requests"] == 1
     assert "key-0" not in response.get_data(as_text=True) and "key-1" not in response.get_data(as_text=True)
+
+
+# --- every attempt failed on a key: answer for the pool, not for the last key --------------------------------------
+
+
+def test_every_key_rejected_in_one_request_is_503_not_the_upstream_key_error(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 400, KEY_INVALID)
+    answer(upstream, "key-1", 400, KEY_INVALID)
+    response = post(client)
+    assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
+
+
+def test_every_key_429_in_one_request_reports_when_the_first_key_frees_up(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 429, quota_error("10s"))
+    answer(upstream, "key-1", 429, quota_error("40s"))
+    response = post(client)
+    assert response.status_code == 429
+    [retry] = [detail for detail in response.get_json()["error"]["details"] if detail["@type"].endswith("RetryInfo")]
+    assert float(retry["retryDelay"].rstrip("s")) <= 10

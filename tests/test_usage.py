@@ -6,11 +6,15 @@ with the json module, independently of relay's framing code.
 """
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 import urllib3
 
+from relay import create_app
+from relay.auth import hash_key
+from relay.config import Upstream
 from relay.proxy import Call, relay_stream, relay_unary_chunks
 from relay.store import StoreError, open_store
 from relay.usage import UsageRecorder, token_counts, usage_row
@@ -321,3 +325,118 @@ def test_rows_stay_queued_in_order_when_the_store_fails(store, monkeypatch):
     monkeypatch.undo()
     recorder.flush()
     assert sorted(row["request_id"] for row in store.usage_rows(0)) == [f"req-{number}" for number in range(1, 6)]
+
+
+# --- the usage views ----------------------------------------------------------------------------------------
+
+ADMIN_TOKEN = "admin-token-usage-view-1"
+TEAM_KEY = "sk-relay-usage-view-team-key-0001"
+
+
+def usage_app(store, **overrides):
+    settings = {"upstreams": (Upstream(name="google", url="http://upstream.test", keys=("up-key-view-123456",)),),
+                "admin_token": ADMIN_TOKEN, **overrides}
+    return create_app(overrides=settings, environ={}, store=store, check_open=False).test_client()
+
+
+@pytest.fixture
+def view_store(store):
+    store.add_client_key({"name": "team", "key_hash": hash_key(TEAM_KEY), "created": 0})
+    now = time.time()
+    store.write_usage([
+        {"ts": now - 60, "request_id": "a", "client": "team", "requested_model": "gemini-2.5-flash", "status": 200,
+         "prompt_tokens": 5, "candidates_tokens": 7, "total_tokens": 12},
+        {"ts": now - 30, "request_id": "b", "client": "other", "requested_model": "gemini-2.5-pro", "status": 429,
+         "total_tokens": 0},
+        {"ts": now - 10 * 86400, "request_id": "c", "client": "team", "requested_model": "gemini-2.5-flash",
+         "status": 200, "total_tokens": 1000},
+    ])
+    return store
+
+
+def test_the_admin_sees_everyones_usage(view_store):
+    client = usage_app(view_store)
+    answer = client.get("/relay/usage?group=key&days=7", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
+    assert answer["client"] is None and answer["days"] == 7 and answer["group"] == "key"
+    assert [(row["key"], row["requests"], row["errors"], row["total_tokens"]) for row in answer["rows"]] == [
+        ("other", 1, 1, 0), ("team", 1, 0, 12)]
+    everything = client.get("/relay/usage?group=model&days=30", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert {row["model"]: row["total_tokens"] for row in everything.json["rows"]} == {
+        "gemini-2.5-flash": 1012, "gemini-2.5-pro": 0}
+
+
+@pytest.mark.parametrize("headers", [{"x-goog-api-key": TEAM_KEY}, {"Authorization": f"Bearer {TEAM_KEY}"}])
+def test_a_client_key_sees_only_its_own_usage(view_store, headers):
+    answer = usage_app(view_store).get("/relay/usage?group=status", headers=headers)
+    assert answer.status_code == 200
+    assert answer.json["client"] == "team"
+    assert answer.json["rows"] == [{"status": 200, "requests": 1, "errors": 0, "prompt_tokens": 5,
+                                    "candidates_tokens": 7, "thoughts_tokens": 0, "cached_tokens": 0,
+                                    "tool_use_tokens": 0, "total_tokens": 12}]
+
+
+@pytest.mark.parametrize(("headers", "status"), [
+    ({}, 401), ({"x-goog-api-key": "sk-relay-wrong"}, 401), ({"Authorization": "Bearer not-the-token"}, 401),
+])
+def test_strangers_see_no_usage(view_store, headers, status):
+    answer = usage_app(view_store).get("/relay/usage", headers=headers)
+    assert answer.status_code == status and answer.json["error"]["status"] == "UNAUTHENTICATED"
+
+
+def test_passthrough_callers_have_no_usage_view(store):
+    client = usage_app(store, upstreams=(Upstream(name="google", url="http://upstream.test"),))
+    answer = client.get("/relay/usage", headers={"x-goog-api-key": "AIza-some-google-key-1234"})
+    assert answer.status_code == 403 and answer.json["error"]["status"] == "PERMISSION_DENIED"
+    assert client.get("/relay/usage", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
+
+
+@pytest.mark.parametrize("query", ["days=0", "days=367", "days=seven", "group=client", "group="])
+def test_bad_usage_queries_are_400(view_store, query):
+    answer = usage_app(view_store).get(f"/relay/usage?{query}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.status_code == 400 and answer.json["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_the_view_includes_rows_still_queued_in_this_worker(store):
+    client = usage_app(store)
+    services = client.application.extensions["relay"]
+    services.usage.record(finished_call(42))
+    answer = client.get("/relay/usage?group=model", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert answer.json["rows"][0]["total_tokens"] == 42 and not services.usage.queue
+
+
+def test_an_unreachable_store_is_503_and_keeps_the_queue(store, monkeypatch):
+    client = usage_app(store)
+    services = client.application.extensions["relay"]
+    services.usage.record(finished_call(1))
+
+    def down(*args):
+        raise StoreError("connection refused")
+    monkeypatch.setattr(store, "write_usage", down)
+    monkeypatch.setattr(store, "key_report", down)
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    for path in ("/relay/usage", "/relay/upstreams"):
+        answer = client.get(path, headers=admin)
+        assert answer.status_code == 503 and answer.json["error"]["status"] == "UNAVAILABLE"
+        assert "connection refused" not in answer.get_data(as_text=True)
+    assert len(services.usage.queue) == 1
+
+
+def test_upstream_health_is_for_the_admin_only(store):
+    client = usage_app(store)
+    assert client.get("/relay/upstreams").status_code == 401
+    assert client.get("/relay/upstreams", headers={"x-goog-api-key": TEAM_KEY}).status_code == 401
+    [upstream] = client.get("/relay/upstreams", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json["upstreams"]
+    assert upstream["name"] == "google" and upstream["keys"][0]["key"] == "…3456"
+    assert "up-key-view-123456" not in json.dumps(upstream)
+    closed = usage_app(store, admin_token=None)
+    answer = closed.get("/relay/upstreams", headers={"Authorization": "Bearer anything"})
+    assert answer.status_code == 403 and "RELAY_ADMIN_TOKEN" in answer.json["error"]["message"]
+
+
+def test_the_page_is_served_to_anyone_without_data(store):
+    answer = usage_app(store).get("/relay/")
+    assert answer.status_code == 200 and answer.mimetype == "text/html"
+    assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert answer.headers["Cache-Control"] == "no-store"
+    page = answer.get_data(as_text=True)
+    assert 'id="token"' in page and "sessionStorage" in page and ADMIN_TOKEN not in page

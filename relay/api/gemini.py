@@ -12,7 +12,7 @@ from flask import Blueprint, g, request
 
 from relay import caches
 from relay.auth import presented_key
-from relay.errors import NotFound, bad_request, render_json
+from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.plugins import PluginContext
 from relay.proxy import FORWARD_REQUEST_HEADERS, Call, forward
 from relay.schemas import validate_body
@@ -23,8 +23,8 @@ bp = Blueprint("gemini", __name__)
 VERSION = "<any(v1beta, v1, v1alpha):version>"
 COLLECTION = "<any(models, tunedModels):collection>"
 MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
-MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
-CACHE_ID = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
+CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 @bp.post(f"/{VERSION}/{COLLECTION}/<target>")
@@ -32,15 +32,15 @@ def model_action(version, collection, target):
     model, colon, method = target.rpartition(":")
     if not colon or method not in MODEL_METHODS:
         raise NotFound(f"Method {method or target!r} is not supported. Use one of {', '.join(MODEL_METHODS)}.")
-    model = checked_id(model, "model", MODEL_ID)
     stream = None
     if method == "streamGenerateContent":
         stream = "sse" if "sse" in (request.args.get("alt"), request.args.get("$alt")) else "array"
     services, call = begin(version, method, requested_model=model, stream=stream)
+    checked_id(model, "model", MODEL_ID)
     raw = read_body()
     body = parse_json(raw)
-    validate_body(method, body)
-    changed = take_body_model(body, collection, model, method)
+    validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method))
+    changed = drop_body_model(body, method)
     ctx = PluginContext(method=method, requested_model=model)
     call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
     services.limits.admit(call)
@@ -66,6 +66,8 @@ def list_models(version, collection):
 
 @bp.get(f"/{VERSION}/{COLLECTION}/<model>")
 def get_model(version, collection, model):
+    if model.rpartition(":")[2] in MODEL_METHODS:
+        raise MethodNotAllowed(f"Method GET is not allowed for {model.rpartition(':')[2]}; it takes POST.", headers={"Allow": "POST"})
     model = checked_id(model, "model", MODEL_ID)
     services, call = begin(version, f"{collection}.get", requested_model=model)
     ctx = PluginContext(method=call.method, requested_model=model)
@@ -135,7 +137,7 @@ def begin(version, method, requested_model=None, resource="", stream=None):
 
 
 def checked_id(value, field, pattern):
-    if not pattern.match(value) or ".." in value:
+    if not pattern.fullmatch(value) or ".." in value or not value.strip("."):
         raise bad_request([(field, f"{value[:80]!r} is not a valid resource id (letters, digits, '.', '_', '-').")])
     return value
 
@@ -161,12 +163,17 @@ def _same_model(value, collection, model):
     return isinstance(value, str) and value in (model, f"{collection}/{model}")
 
 
-def take_body_model(body, collection, model, method):
-    """Check a body ``model`` against the path's and drop it (the path carries the model); True if dropped."""
+def body_model_violations(body, collection, model, method):
+    """A body ``model`` must name the path's model (with or without its collection prefix)."""
+    if method == "batchEmbedContents" or "model" not in body or _same_model(body["model"], collection, model):
+        return []
+    return [("model", f"The body names model {str(body['model'])[:80]!r} but the URL names {collection}/{model}.")]
+
+
+def drop_body_model(body, method):
+    """Drop a (checked) body ``model``: the path carries the model.  True if the body changed."""
     if method == "batchEmbedContents" or "model" not in body:
         return False
-    if not _same_model(body["model"], collection, model):
-        raise bad_request([("model", f"The body names model {str(body['model'])[:80]!r} but the URL names {collection}/{model}.")])
     del body["model"]
     return True
 

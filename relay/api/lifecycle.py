@@ -62,7 +62,10 @@ def render_error(error):
 def _http_error(error):
     make = HTTP_ERRORS.get(error.code)
     if make is not None:
-        return render_error(make())
+        relay_error = make()
+        if getattr(error, "valid_methods", None):
+            relay_error.headers["Allow"] = ", ".join(error.valid_methods)
+        return render_error(relay_error)
     relay_error = InvalidArgument(error.description or "Bad request.") if error.code == 400 else RelayError(error.description)
     relay_error.code = error.code
     return render_error(relay_error)

@@ -69,13 +69,14 @@ def flatten_errors(errors, path=""):
     return flat
 
 
-def check(schema, data, prefix=""):
-    """Validate ``data``; raise an InvalidArgument naming every violating field, else return None."""
+def check(schema, data, extra_violations=()):
+    """Validate ``data``; raise an InvalidArgument naming every violating field (with ``extra_violations``)."""
     if not isinstance(data, dict):
         raise bad_request([("request", "The request body must be a JSON object.")])
     try:
         errors = schema.validate(data)
     except ValidationError as exc:
         errors = exc.normalized_messages()
-    if errors:
-        raise bad_request(sorted(flatten_errors(errors)), prefix=prefix)
+    violations = sorted([*flatten_errors(errors), *extra_violations])
+    if violations:
+        raise bad_request(violations)

@@ -260,3 +260,106 @@ def genai_client(base_url: str, api_key: str, api_version: str | None = None, ti
 
     options = types.HttpOptions(base_url=base_url, api_version=api_version, timeout=timeout_ms)
     return genai.Client(api_key=api_key, http_options=options)
+
+
+def usage_rows(db_path, request_ids, timeout: float = 10.0) -> dict:
+    """The usage rows relay wrote for `request_ids` (request_id -> row), waiting for the background flush."""
+    from relay.store.sqlite import SqliteStore
+
+    wanted = set(request_ids)
+    store = SqliteStore(str(db_path))
+    try:
+        def found():
+            rows = {row["request_id"]: row for row in store.usage_rows(0, limit=100_000) if row["request_id"] in wanted}
+            return rows if len(rows) == len(wanted) else None
+        return wait_until(found, timeout, interval=0.2) or {
+            row["request_id"]: row for row in store.usage_rows(0, limit=100_000) if row["request_id"] in wanted}
+    finally:
+        store.close()
+
+
+class WorkerProbe:
+    """What each gunicorn worker of a relay holds: file descriptors, TCP connections and live greenlets.
+
+    fds and connections are read from outside (/proc, psutil); greenlets come from the worker's own
+    ``GET /debug/runtime`` (admin token), asked on fresh connections until every worker has answered.
+    Upstream connections idle in the pool (ESTABLISHED to the fake upstream) are pooling, not leaks,
+    so :meth:`snapshot` reports them apart.
+    """
+
+    def __init__(self, relay: "RelayServer", admin_token: str | None = None, upstream_port: int | None = None):
+        self.relay = relay
+        self.admin_token = admin_token
+        self.upstream_port = upstream_port
+
+    def pids(self) -> list[int]:
+        import psutil
+
+        return sorted(child.pid for child in psutil.Process(self.relay.process.pid).children())
+
+    def greenlets(self, tries: int = 60) -> dict[int, int]:
+        wanted, seen = set(self.pids()), {}
+        session = http()
+        try:
+            for _attempt in range(tries):
+                response = session.get(self.relay.url + "/debug/runtime", timeout=10,
+                                       headers={"Authorization": f"Bearer {self.admin_token}", "Connection": "close"})
+                response.raise_for_status()
+                body = response.json()
+                seen[body["pid"]] = body["greenlets"]
+                if wanted <= set(seen):
+                    break
+        finally:
+            session.close()
+        return seen
+
+    def snapshot(self, with_greenlets: bool = True) -> dict[int, dict]:
+        import psutil
+
+        greenlets = self.greenlets() if with_greenlets and self.admin_token else {}
+        report = {}
+        for pid in self.pids():
+            connections = psutil.Process(pid).net_connections(kind="tcp")
+            pooled = sum(1 for conn in connections if conn.status == psutil.CONN_ESTABLISHED and conn.raddr
+                         and conn.raddr.port == self.upstream_port)
+            report[pid] = {
+                "fds": len(os.listdir(f"/proc/{pid}/fd")),
+                "pooled_upstream": pooled,
+                "client_connections": sum(1 for conn in connections if conn.laddr.port == self.relay.port
+                                          and conn.status != psutil.CONN_LISTEN),
+                "close_wait": sum(1 for conn in connections if conn.status == psutil.CONN_CLOSE_WAIT),
+                "greenlets": greenlets.get(pid),
+            }
+        return report
+
+    @staticmethod
+    def excess(baseline: dict, now: dict, fd_slack: int = 3, greenlet_slack: int = 2) -> list[str]:
+        """What `now` holds beyond `baseline` (empty when every worker is back to it)."""
+        problems = []
+        if set(now) != set(baseline):
+            problems.append(f"workers changed: {sorted(baseline)} -> {sorted(now)}")
+        for pid, then in baseline.items():
+            current = now.get(pid)
+            if current is None:
+                continue
+            own_fds = current["fds"] - current["pooled_upstream"]
+            if own_fds > then["fds"] - then["pooled_upstream"] + fd_slack:
+                problems.append(f"worker {pid}: {own_fds} fds besides pooled upstream connections, was "
+                                f"{then['fds'] - then['pooled_upstream']}")
+            if current["client_connections"] > max(then["client_connections"], 1):
+                problems.append(f"worker {pid}: {current['client_connections']} client connections still open")
+            if current["close_wait"]:
+                problems.append(f"worker {pid}: {current['close_wait']} sockets in CLOSE_WAIT")
+            if then["greenlets"] is not None and current["greenlets"] is not None \
+                    and current["greenlets"] > then["greenlets"] + greenlet_slack:
+                problems.append(f"worker {pid}: {current['greenlets']} greenlets, was {then['greenlets']}")
+        return problems
+
+    def wait_for_baseline(self, baseline: dict, timeout: float = 30.0) -> list[str]:
+        """Poll until every worker is back to `baseline`; the remaining excess (empty on success)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            problems = self.excess(baseline, self.snapshot())
+            if not problems or time.monotonic() > deadline:
+                return problems
+            time.sleep(0.5)

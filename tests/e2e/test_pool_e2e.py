@@ -81,12 +81,12 @@ def send_until(relay, fake, predicate, timeout=15.0):
 
 def test_429_key_is_skipped_by_every_worker_until_its_delay_passes(relay_factory, fake_upstream):
     relay = relay_factory(env=managed_env([KEY_A, KEY_B, KEY_C]), workers=2)
-    fake_upstream.script({"key": KEY_A, "status": 429, "retry_delay": "3s", "times": 1})
+    fake_upstream.script({"key": KEY_A, "status": 429, "retry_delay": "4s", "times": 1})
 
     entries = send_until(relay, fake_upstream, lambda entries: KEY_A in keys_sent(entries))
     [first_a] = [entry for entry in entries if entry["key"] == KEY_A]
     assert first_a["status"] == 429
-    cooled_until = first_a["received_at"] + 3.0
+    cooled_until = first_a["received_at"] + 4.0
 
     # Within the delay: many requests on fresh connections, spread over both workers; none may use key A.
     window_start = time.time()
@@ -131,7 +131,7 @@ def test_all_upstreams_failing_answers_503_unavailable(relay_factory, fake_upstr
         {"name": "primary", "url": fake_upstream.url, "keys": [KEY_A], "priority": 1},
         {"name": "secondary", "url": fake_upstream.url, "keys": [KEY_B], "priority": 2},
     ])
-    relay = relay_factory(env=env, workers=2)
+    relay = relay_factory(env=env, workers=1)
     overloaded = {"error": {"code": 503, "message": "The model is overloaded. Please try again later.",
                             "status": "UNAVAILABLE"}}
     fake_upstream.script({"path_contains": ":generateContent", "status": 503, "body": overloaded})
@@ -149,7 +149,7 @@ def test_a_stream_fails_over_before_its_first_byte(relay_factory, fake_upstream,
         {"name": "busy", "url": fake_upstream.url, "keys": [KEY_B], "priority": 1},
         {"name": "good", "url": fake_upstream.url, "keys": [KEY_C], "priority": 2},
     ])
-    relay = relay_factory(env=env, workers=2)
+    relay = relay_factory(env=env, workers=1)
     fake_upstream.script([
         {"key": KEY_A, "path_contains": "streamGenerateContent", "hang": True, "forever_max_s": 10},
         {"key": KEY_B, "path_contains": "streamGenerateContent", "status": 429, "retry_delay": "30s"},
@@ -206,3 +206,11 @@ def test_two_instances_sharing_redis_never_use_a_key_the_other_cooled(relay_fact
         assert admin_keys(second)["…" + KEY_A[-4:]]["state"] == "cooling"
         first.stop()
         second.stop()
+
+
+def test_a_bad_relay_toml_stops_start_up_with_the_line_and_the_fix(relay_factory, tmp_path):
+    config = tmp_path / "relay.toml"
+    config.write_text('[[upstreams]]\nname = "google"\nweight = 0\n')
+    with pytest.raises(RuntimeError) as raised:
+        relay_factory(env={"RELAY_CONFIG": str(config)}, workers=1)
+    assert f"{config}:3: upstream 'google': weight = 0 must be a positive number" in str(raised.value)

@@ -127,8 +127,9 @@ def open_upstream(call, services):
             services.record(call, target, "ok")
             return response, target
         error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), target, call)
-        last_outcome, retry_delay = classify_error(response.status_code, error_body)
-        services.record(call, target, last_outcome, retry_delay=retry_delay)
+        last_outcome, retry_delay, quota_model = classify_error(response.status_code, error_body)
+        services.record(call, target, last_outcome, retry_delay=retry_delay,
+                        model=call.upstream_model if quota_model else None)
         last_error, last_failure = (response.status_code, response.headers, error_body), None
         if last_outcome == "rate_limited" and (soonest_429 is None or (retry_delay or INF) < soonest_429[0]):
             soonest_429 = (retry_delay or INF, last_error)
@@ -163,17 +164,17 @@ def upstream_url(call):
 
 
 def classify_error(status, body):
-    """What an upstream error means for the key: (outcome, retry_delay seconds or None)."""
+    """What an upstream error means for the key: (outcome, retry delay in seconds or None, per-model quota?)."""
     info = _error_info(body)
     if status == 429:
-        return "rate_limited", info.get("retry_delay")
+        return "rate_limited", info.get("retry_delay"), info.get("per_model", False)
     if status == 400 and info.get("reason") == "API_KEY_INVALID":
-        return "key_invalid", None
+        return "key_invalid", None, False
     if status == 403 and (info.get("reason") in KEY_REASONS or _mentions_key(info.get("message", ""))):
-        return "key_invalid", None
+        return "key_invalid", None, False
     if status in RETRYABLE_STATUS:
-        return "server_error", None
-    return "caller_error", None
+        return "server_error", None, False
+    return "caller_error", None, False
 
 
 KEY_REASONS = {
@@ -205,6 +206,11 @@ def _error_info(body):
             info["retry_delay"] = parse_duration(detail.get("retryDelay"))
         if detail.get("@type", "").endswith("ErrorInfo"):
             info["reason"] = detail.get("reason")
+        if detail.get("@type", "").endswith("QuotaFailure"):
+            violations = [v for v in detail.get("violations") or () if isinstance(v, dict)]
+            # Every violated quota names a model: the key is exhausted for this model, not for all.
+            info["per_model"] = bool(violations) and all(
+                isinstance(v.get("quotaDimensions"), dict) and v["quotaDimensions"].get("model") for v in violations)
     return info
 
 

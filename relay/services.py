@@ -40,13 +40,13 @@ class Services:
         self._closed = False
         atexit.register(self.shutdown)
 
-    def record(self, call, target, outcome, detail=None, retry_delay=None):
+    def record(self, call, target, outcome, detail=None, retry_delay=None, model=None):
         """An upstream attempt finished: count it, and tell the pool (managed mode: passthrough keys aren't ours)."""
         retry_reason = call.scratch.get("previous_outcome") if call.attempts > 1 else None
         metrics.attempt(target.upstream.name, outcome, retry_reason)
         call.scratch["previous_outcome"] = detail or outcome
         if self.settings.managed and target.key is not None:
-            self.pool.record(target, outcome, retry_delay=retry_delay)
+            self.pool.record(target, outcome, retry_delay=retry_delay, model=model)
             if outcome in ("rate_limited", "key_invalid"):
                 metrics.key_blocked(target.upstream.name, "cooldown" if outcome == "rate_limited" else "disabled")
 

@@ -345,3 +345,62 @@ def test_every_key_429_in_one_request_reports_when_the_first_key_frees_up(relay,
     assert response.status_code == 429
     [retry] = [detail for detail in response.get_json()["error"]["details"] if detail["@type"].endswith("RetryInfo")]
     assert float(retry["retryDelay"].rstrip("s")) <= 10
+
+
+# --- per-model quotas: a 429 for one model leaves the key serving the others -------------------------------------
+
+
+def per_model_quota_error(delay, model):
+    violation = {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                 "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                 "quotaDimensions": {"location": "global", "model": model}, "quotaValue": "10"}
+    return google_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
+                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+
+
+OTHER_MODEL = "gemini-2.5-pro"
+OTHER_GENERATE = f"/v1beta/models/{OTHER_MODEL}:generateContent"
+
+
+def test_a_per_model_429_cools_the_key_for_that_model_only(relay, upstream):
+    client, services = relay()
+    answer(upstream, "key-0", 429, per_model_quota_error("30s", MODEL))
+    answer(upstream, "key-1", 200)
+    answer(upstream, "key-0", 200, path=OTHER_GENERATE)
+
+    assert post(client).status_code == 200  # key-0 429s for MODEL, key-1 answers
+    assert post(client, OTHER_GENERATE).status_code == 200  # key-0 still serves the other model
+    assert post(client).status_code == 200
+
+    sent = [(call.request.url.rsplit("/", 1)[1], call.request.headers["x-goog-api-key"]) for call in upstream.calls]
+    assert sent == [(f"{MODEL}:generateContent", "key-0"), (f"{MODEL}:generateContent", "key-1"),
+                    (f"{OTHER_MODEL}:generateContent", "key-0"), (f"{MODEL}:generateContent", "key-1")]
+    assert key_id("u0", "key-0") not in blocked(services)
+    assert f"{key_id('u0', 'key-0')}|{MODEL}" in blocked(services)
+
+
+def test_a_429_without_a_model_dimension_cools_the_whole_key(relay, upstream):
+    client, services = relay()
+    answer(upstream, "key-0", 429, quota_error("30s"))
+    answer(upstream, "key-1", 200)
+    answer(upstream, "key-1", 200, path=OTHER_GENERATE)
+
+    assert post(client).status_code == 200
+    assert post(client, OTHER_GENERATE).status_code == 200
+
+    assert [call.request.headers["x-goog-api-key"] for call in upstream.calls] == ["key-0", "key-1", "key-1"]
+    assert key_id("u0", "key-0") in blocked(services)
+
+
+def test_the_admin_view_shows_per_model_cooldowns(relay, upstream):
+    client, _ = relay()
+    answer(upstream, "key-0", 429, per_model_quota_error("30s", MODEL))
+    answer(upstream, "key-1", 200)
+    post(client)
+
+    report = client.get("/relay/upstreams", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).get_json()
+    first = report["upstreams"][0]["keys"][0]
+    assert first["state"] == "healthy"
+    assert [entry["model"] for entry in first["model_cooldowns"]] == [MODEL]
+    assert first["model_cooldowns"][0]["until"] > time.time() + 20

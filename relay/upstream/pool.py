@@ -49,6 +49,14 @@ def key_id(upstream_name, key):
     return f"{upstream_name}:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+SCOPE_SEPARATOR = "|"
+
+
+def scoped_id(key_id_, model):
+    """The state id of one key for one model (per-model quotas cool a key down for that model only)."""
+    return f"{key_id_}{SCOPE_SEPARATOR}{model}"
+
+
 def model_matches(patterns, model):
     return any(fnmatch.fnmatchcase(model, pattern) for pattern in patterns)
 
@@ -85,8 +93,9 @@ class Pool:
             target = self.targets_by_id.get(pinned_key_id)
             if target is None:
                 raise Unavailable("The upstream key that owns this cached content is no longer configured.")
-            if pinned_key_id in blocked:
-                self._raise_blocked([blocked[pinned_key_id]], now)
+            block = self._block_of(blocked, target, upstream_model)
+            if block is not None:
+                self._raise_blocked([block], now)
             return [target]
 
         upstreams = self.serving(upstream_model)
@@ -99,9 +108,13 @@ class Pool:
         for priority in sorted(tiers):
             rotations = []
             for upstream in self._weighted_shuffle(tiers[priority]):
-                keys = self._rotated_keys(upstream)
-                available = [target for target in keys if target.key_id not in blocked]
-                skipped.extend(blocked[target.key_id] for target in keys if target.key_id in blocked)
+                available = []
+                for target in self._rotated_keys(upstream):
+                    block = self._block_of(blocked, target, upstream_model)
+                    if block is None:
+                        available.append(target)
+                    else:
+                        skipped.append(block)
                 rotations.append(available)
             for group in itertools.zip_longest(*rotations):
                 order.extend(target for target in group if target is not None)
@@ -109,23 +122,28 @@ class Pool:
             self._raise_blocked(skipped, now)
         return order
 
-    def record(self, target, outcome, retry_delay=None):
-        """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error or connection_error."""
+    def record(self, target, outcome, retry_delay=None, model=None):
+        """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error or connection_error.
+
+        A 429 whose quota is per model (Google's usual ``…PerModel`` quotas) passes that ``model``: the key
+        cools down for that model only and keeps serving the others.
+        """
+        state_id = scoped_id(target.key_id, model) if model else target.key_id
         with self._lock:
             counts = self._counts[target.key_id]
             counts["requests"] += 1
             if outcome != "ok":
                 counts["failures"] += 1
                 counts[outcome] += 1
-            strikes = self._strikes.pop(target.key_id, 0) if outcome == "ok" else self._strikes.get(target.key_id, 0)
+            strikes = self._strikes.pop(state_id, 0) if outcome == "ok" else self._strikes.get(state_id, 0)
             if outcome == "rate_limited":
                 strikes += 1
-                self._strikes[target.key_id] = strikes
+                self._strikes[state_id] = strikes
         now = self.clock()
         try:
             if outcome == "rate_limited":
                 delay = retry_delay if retry_delay else min(self.settings.cooldown_base * 2 ** (strikes - 1), MAX_BACKOFF)
-                self.store.cool_down(target.key_id, now + delay, "429", now)
+                self.store.cool_down(state_id, now + delay, f"429 for {model}" if model else "429", now)
             elif outcome == "key_invalid":
                 self.store.disable(target.key_id, now + self.settings.reprobe_interval, "key rejected by upstream", now)
         except StoreError:
@@ -158,14 +176,29 @@ class Pool:
                 stored_state = state.pop("state", None) or "healthy"
                 until = state.pop("until", None) or 0
                 blocked = stored_state in ("cooling", "disabled") and until > now
+                prefix = key_id(upstream.name, key) + SCOPE_SEPARATOR
+                model_cooldowns = [
+                    {"model": scoped.removeprefix(prefix), "until": entry["until"]}
+                    for scoped, entry in states.items()
+                    if scoped.startswith(prefix) and entry.get("state") == "cooling" and (entry.get("until") or 0) > now
+                ]
                 keys.append({"key": mask(key), "id": key_id(upstream.name, key),
                              **state, "state": stored_state if blocked else "healthy",
-                             "until": until if blocked else None, "reason": state.get("reason") if blocked else None})
+                             "until": until if blocked else None, "reason": state.get("reason") if blocked else None,
+                             "model_cooldowns": model_cooldowns})
             upstreams.append({"name": upstream.name, "kind": upstream.kind, "url": upstream.url, "models": list(upstream.models),
                               "priority": upstream.priority, "weight": upstream.weight, "keys": keys})
         return upstreams
 
     # -- helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _block_of(blocked, target, upstream_model):
+        """(until, state) if ``target`` may not serve ``upstream_model`` now (whole key or just that model)."""
+        block = blocked.get(target.key_id)
+        if block is None and upstream_model is not None:
+            block = blocked.get(scoped_id(target.key_id, upstream_model))
+        return block
 
     def _blocked(self, now):
         try:

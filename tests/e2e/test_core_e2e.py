@@ -406,9 +406,19 @@ def test_upstream_error_body_never_carries_the_upstream_key(relay_factory, fake_
     fake_upstream.script({"status": 400, "body": leaky})
     relay = relay_factory(env=managed_env())
     response = relay_post(relay, f"/v1beta/models/{MODEL}:generateContent", {"x-goog-api-key": CLIENT_KEY})
+    # Google rejected relay's own key: the caller learns the service is unavailable, not that *its* key is bad.
+    assert response.status_code == 503
+    assert response.json()["error"]["status"] == "UNAVAILABLE"
+    assert UPSTREAM_KEY not in response.text
+
+
+def test_upstream_error_body_never_echoes_the_callers_key_in_passthrough(passthrough_relay, fake_upstream):
+    leaky = {"error": {"code": 400, "message": f"API key not valid: {CALLER_KEY}", "status": "INVALID_ARGUMENT"}}
+    fake_upstream.script({"status": 400, "body": leaky})
+    response = relay_post(passthrough_relay, f"/v1beta/models/{MODEL}:generateContent", {"x-goog-api-key": CALLER_KEY})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == 400
-    assert UPSTREAM_KEY not in response.text
+    assert CALLER_KEY not in response.text
 
 
 def test_upstream_response_headers_never_carry_the_upstream_key(managed_relay, fake_upstream):

@@ -2,8 +2,10 @@
 
 Without it a disconnect is only noticed at the next write, which on a thinking model can be a minute of
 silence away — a minute of upstream quota and an open connection for nobody.  Under gunicorn's gevent
-worker a small greenlet waits for the client socket to turn readable; if a peek then reads nothing, the
-caller is gone.  Elsewhere (Flask's test client, other servers) it does nothing.
+worker an I/O watcher on the client socket fires when it turns readable; if a non-blocking peek then
+reads nothing, the caller is gone.  It is a bare event-loop watcher, not a greenlet: thousands of open
+streams should not each carry a second stack.  Elsewhere (Flask's test client, other servers) it does
+nothing.
 """
 
 import socket
@@ -11,30 +13,44 @@ import socket
 try:
     import gevent
     from gevent import monkey
-    from gevent.socket import wait_read
 except ImportError:  # pragma: no cover - gevent is a runtime dependency; this keeps pure imports working
     gevent = None
 
+READ = 1  # libev/libuv event mask for "readable"
+PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
 
 def watch(client_socket, on_gone):
-    """Call ``on_gone()`` when the peer closes ``client_socket``; returns a function that stops watching."""
+    """Call ``on_gone()`` (from the event loop: it must not block) when the peer closes ``client_socket``.
+
+    Returns a function that stops watching; call it when the response is over.
+    """
     if gevent is None or client_socket is None or not monkey.is_module_patched("socket"):
         return _nothing
+    # gevent's socket wraps the OS socket; the callback runs in the hub, where only non-blocking calls
+    # are allowed, so it peeks on the wrapped one.
+    raw_socket = getattr(client_socket, "_sock", client_socket)
+    watcher = gevent.get_hub().loop.io(client_socket.fileno(), READ)
 
-    def run():
+    def readable():
         try:
-            wait_read(client_socket.fileno())
-            gone = client_socket.recv(1, socket.MSG_PEEK) == b""
+            gone = raw_socket.recv(1, PEEK) == b""
+        except BlockingIOError:
+            return  # a spurious wake-up: keep watching
         except OSError:
             gone = True
-        except ValueError:  # the socket was closed under us: the response is over anyway
-            return
+        watcher.stop()
         if gone:
             on_gone()
         # Readable with data is a pipelined next request: nothing to do, and nothing more to learn.
 
-    watcher = gevent.spawn(run)
-    return lambda: watcher.kill(block=False)
+    watcher.start(readable)
+
+    def stop():
+        watcher.stop()
+        watcher.close()
+
+    return stop
 
 
 def _nothing():

@@ -87,7 +87,8 @@ def forward(call, services):
         return upstream_error_response(call, upstream)
     headers = response_headers(upstream.headers, call)
     if call.stream:
-        return Response(relay_stream(call, upstream), status=upstream.status_code, headers=headers)
+        return Response(StreamBody(relay_stream(call, upstream)), status=upstream.status_code, headers=headers,
+                        direct_passthrough=True)
     length = upstream.headers.get("Content-Length")
     if call.inspect is not None or (length is not None and length.isdigit() and int(length) <= SMALL_BODY):
         body = read_limited(upstream, INSPECT_LIMIT)
@@ -96,7 +97,8 @@ def forward(call, services):
             body = call.inspect(call, body) or body
         call.usage = framing.find_usage(body) if call.method != "countTokens" else None
         return Response(body, status=upstream.status_code, headers=headers)
-    return Response(relay_unary_chunks(call, upstream), status=upstream.status_code, headers=headers)
+    return Response(StreamBody(relay_unary_chunks(call, upstream)), status=upstream.status_code, headers=headers,
+                    direct_passthrough=True)
 
 
 def open_upstream(call, services):
@@ -241,6 +243,36 @@ def response_headers(upstream_headers, call):
 
 
 # -- bodies ---------------------------------------------------------------------------------------
+
+
+class StreamBody:
+    """The WSGI iterable of a relayed stream: the server iterates the generator itself, and closing it runs
+    the completion callbacks (access log, usage).
+
+    Werkzeug's own wrapping (a closing iterator around an encoding generator) would add two generator
+    frames between the server and every chunk — several KB of saved stack per open stream, which at
+    thousands of streams is most of a worker's memory.
+    """
+
+    __slots__ = ("generator", "callbacks")
+
+    def __init__(self, generator):
+        self.generator = generator
+        self.callbacks = []
+
+    def __iter__(self):
+        return self.generator
+
+    def call_on_close(self, callback):
+        self.callbacks.append(callback)
+
+    def close(self):
+        try:
+            self.generator.close()
+        finally:
+            callbacks, self.callbacks = self.callbacks, []
+            for callback in callbacks:
+                callback()
 
 
 def relay_stream(call, upstream):

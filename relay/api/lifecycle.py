@@ -17,6 +17,7 @@ from relay import accesslog, metrics
 from relay.errors import (
     InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
 )
+from relay.proxy import StreamBody
 from relay.services import current
 
 log = logging.getLogger("relay")
@@ -108,5 +109,7 @@ def _finish(response):
         accesslog.write(accesslog.access_line(request_id, http_method, route, final_status, started, call))
         metrics.request_done(route, call.requested_model if call else None, final_status, time.perf_counter() - started)
 
-    response.call_on_close(done)
+    # Relayed streams bypass werkzeug's closing wrapper (see proxy.StreamBody) and run it themselves.
+    body = response.response if response.direct_passthrough else None
+    (body.call_on_close if isinstance(body, StreamBody) else response.call_on_close)(done)
     return response

@@ -66,16 +66,15 @@ def send(session, method, url, headers, body, timeout):
 
 
 def iter_body(response, chunk_size=65536):
-    """Yield decoded body bytes as they arrive: per HTTP chunk when chunked, else whatever is readable."""
+    """An iterator of decoded body bytes as they arrive: per HTTP chunk when chunked, else what is readable.
+
+    It hands back urllib3's own reader rather than wrapping it in a generator of ours: every generator
+    layer is a frame kept alive (with its slice of C stack) by each open stream.
+    """
     raw = response.raw
     if raw.chunked:
-        yield from raw.stream(None, decode_content=True)
-        return
-    while True:
-        data = raw.read1(chunk_size, decode_content=True)
-        if not data:
-            return
-        yield data
+        return raw.stream(None, decode_content=True)
+    return iter(lambda: raw.read1(chunk_size, decode_content=True), b"")
 
 
 def read_limited(response, limit):

@@ -70,6 +70,12 @@ def admin_keys(relay):
     return {key["key"]: key for upstream in response.json()["upstreams"] for key in upstream["keys"]}
 
 
+def cooling_for(key_state, model=MODEL):
+    """True if the admin view shows the key resting for ``model``: the whole key, or that model only
+    (the fake's 429 names its model in QuotaFailure, as Google's per-model quotas do)."""
+    return key_state["state"] == "cooling" or model in [entry["model"] for entry in key_state["model_cooldowns"]]
+
+
 def send_until(relay, fake, predicate, timeout=15.0):
     """Send requests (each must succeed) until the fake's log satisfies ``predicate``; return the log."""
     def attempt():
@@ -165,7 +171,7 @@ def test_a_stream_fails_over_before_its_first_byte(relay_factory, fake_upstream,
     assert keys_sent(entries) == [KEY_A, KEY_B, KEY_C]
     assert all(entry["query"] == "alt=sse" for entry in entries)
     assert entries[2]["outcome"] == "complete"
-    assert admin_keys(relay)["…" + KEY_B[-4:]]["state"] == "cooling"
+    assert cooling_for(admin_keys(relay)["…" + KEY_B[-4:]])
 
 
 def test_a_revoked_key_is_disabled_and_traffic_continues(relay_factory, fake_upstream):
@@ -203,7 +209,7 @@ def test_two_instances_sharing_redis_never_use_a_key_the_other_cooled(relay_fact
             assert post(second).status_code == 200
         after = [entry for entry in fake_upstream.requests() if entry["id"] > cooled["id"]]
         assert len(after) >= 8 and set(keys_sent(after)) == {KEY_B}
-        assert admin_keys(second)["…" + KEY_A[-4:]]["state"] == "cooling"
+        assert cooling_for(admin_keys(second)["…" + KEY_A[-4:]])
         first.stop()
         second.stop()
 

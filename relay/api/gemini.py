@@ -22,6 +22,11 @@ bp = Blueprint("gemini", __name__)
 
 VERSION = "<any(v1beta, v1, v1alpha):version>"
 COLLECTION = "<any(models, tunedModels):collection>"
+# (header name, WSGI environ key): read straight from the environ, once per header, on every request.
+FORWARD_ENVIRON_KEYS = tuple(
+    (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
+    for name in FORWARD_REQUEST_HEADERS
+)
 MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
 MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -124,7 +129,8 @@ def cached_content(version, cache_id):
 def begin(version, method, requested_model=None, resource="", stream=None):
     """Start the Call every view fills in (the access log reads it too) and authenticate the caller."""
     services = current()
-    headers = {name: request.headers[name] for name in FORWARD_REQUEST_HEADERS if name in request.headers}
+    environ = request.environ
+    headers = {name: environ[key] for name, key in FORWARD_ENVIRON_KEYS if key in environ}
     query = [(name, value) for name, value in request.args.items(multi=True) if name != "key"]
     call = Call(
         request_id=g.request_id, http_method=request.method, version=version, route=request.url_rule.rule,

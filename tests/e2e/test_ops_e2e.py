@@ -141,7 +141,8 @@ def test_metrics_count_every_worker(relay, fake_upstream):
     per_worker = {}
     for pid, path in worker_counter_files(relay).items():
         per_worker[pid] = sum(entry[1] for entry in MmapedDict.read_all_values_from_file(str(path))
-                              if json.loads(entry[0])[0] == "relay_requests_total" and route in entry[0])
+                              if json.loads(entry[0])[1] == "relay_requests_total"
+                              and json.loads(entry[0])[2].get("route") == route)
     assert len(per_worker) == 2 and all(count > 0 for count in per_worker.values()), per_worker
     # ...and /metrics shows the sum whichever worker answers it.
     for _attempt in range(6):
@@ -192,9 +193,11 @@ def start_stream(relay, path=SSE):
     Keep the iterator: a dropped ``iter_content`` generator closes the connection when it is collected,
     which relay rightly takes for the caller hanging up.
     """
-    response = http().post(relay.url + path, json=BODY, headers=HEADERS, stream=True, timeout=60)
+    session = http()
+    response = session.post(relay.url + path, json=BODY, headers=HEADERS, stream=True, timeout=60)
     assert response.status_code == 200
     chunks = response.iter_content(chunk_size=None)
+    response.session = session
     return response, chunks, next(chunks)
 
 
@@ -221,12 +224,13 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_flushes_usage(relay_factory
     os.kill(relay.process.pid, signal.SIGTERM)
     assert wait_until(lambda: refused(relay), timeout=10), "the listening socket closes at once"
     rest = b"".join(chunks)
+    stream.session.close()  # the caller lets go of its keep-alive connection (see the xfail below)
     payloads = [json.loads(block[len(b"data: "):]) for block in (first + rest).split(b"\r\n\r\n") if block.strip()]
     assert [payload["candidates"][0]["content"]["parts"][0]["text"] for payload in payloads] == \
         [f"part {n} " for n in range(8)], "every event arrived and no in-band error"
     relay.process.wait(30)
     assert relay.process.returncode == 0
-    assert time.monotonic() - sent_at < 15, "the workers left as soon as their streams were done"
+    assert time.monotonic() - sent_at < 12, "the workers left as soon as their streams were done"
     rows = usage_rows(relay.env["RELAY_DB"], [*unary_ids, stream.headers["X-Request-Id"]], timeout=5)
     assert len(rows) == 6, "usage queued at SIGTERM was written before the workers exited"
     stream_row = rows[stream.headers["X-Request-Id"]]

@@ -55,3 +55,33 @@ def watch(client_socket, on_gone):
 
 def _nothing():
     return None
+
+
+class CallerGone(Exception):
+    """Raised into a request's greenlet when its caller hangs up while relay waits on the upstream."""
+
+
+def interrupt_on_hangup(client_socket):
+    """Raise :class:`CallerGone` in the current greenlet if the caller hangs up; returns stop().
+
+    For the wait before an upstream answers (a thinking model can take minutes) and for unary bodies:
+    like a gevent.Timeout, the exception is thrown into the greenlet from the event loop, so whatever
+    upstream read it is blocked in unwinds and closes its connection.  After stop() nothing is thrown.
+    """
+    if gevent is None or client_socket is None or not monkey.is_module_patched("socket"):
+        return _nothing
+    request_greenlet = gevent.getcurrent()
+    active = [True]
+
+    def deliver():  # runs in the hub, like a timer's callback
+        if active[0]:
+            active[0] = False
+            request_greenlet.throw(CallerGone())
+
+    stop_watching = watch(client_socket, deliver)
+
+    def stop():
+        active[0] = False
+        stop_watching()
+
+    return stop

@@ -7,7 +7,6 @@ upstream sent them: streams event by event, large unary bodies chunk by chunk, n
 """
 
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
@@ -16,7 +15,7 @@ import orjson
 from flask import Response
 
 from relay import clientwatch, framing, metrics
-from relay.errors import DeadlineExceeded, Unavailable, parse_duration
+from relay.errors import DeadlineExceeded, RelayError, Unavailable, parse_duration
 from relay.upstream.http import READ_ERRORS, UpstreamFailure, abort, iter_body, read_limited, send
 from relay.upstream.pool import Target
 
@@ -38,6 +37,36 @@ DROP_RESPONSE_HEADERS = {
     "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",
     "alt-svc", "set-cookie", "proxy-authenticate", "trailer", "upgrade",
 }
+
+
+@dataclass(frozen=True)
+class UpstreamError:
+    """An upstream answer with an error status, its (small, already read and scrubbed) body."""
+
+    status: int
+    headers: object
+    body: bytes
+
+
+class UpstreamHttpError(RelayError):
+    """An upstream error status relayed in Google's shape when the upstream's own body was not."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.status = GOOGLE_STATUS.get(code, "UNKNOWN")
+
+
+class CallerCancelled(RelayError):
+    """The caller hung up before the answer was ready (nobody reads this; it is for the log and usage)."""
+
+    code, status = 499, "CANCELLED"
+    message = "The caller closed the connection before the response was ready."
+
+
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED",
+                 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
 @dataclass
@@ -74,16 +103,24 @@ class Call:
     aborted: str | None = None  # "client" or "upstream"
     latency_ms: float = 0.0
 
-    @staticmethod
-    def new_id():
-        return uuid.uuid4().hex
 
 
 def forward(call, services):
     """Relay ``call`` upstream and return the Flask response (streamed or not)."""
+    stop_watching = clientwatch.interrupt_on_hangup(call.client_socket)
+    try:
+        return _forward(call, services)
+    except clientwatch.CallerGone:
+        call.aborted = "client"
+        raise CallerCancelled() from None
+    finally:
+        stop_watching()
+
+
+def _forward(call, services):
     upstream, target = open_upstream(call, services)
     call.target = target
-    if isinstance(upstream, bytes):  # an upstream error body, already read
+    if isinstance(upstream, UpstreamError):
         return upstream_error_response(call, upstream)
     headers = response_headers(upstream.headers, call)
     if call.stream:
@@ -132,7 +169,7 @@ def open_upstream(call, services):
         last_outcome, retry_delay, quota_model = classify_error(response.status_code, error_body)
         services.record(call, target, last_outcome, retry_delay=retry_delay,
                         model=call.upstream_model if quota_model else None)
-        last_error, last_failure = (response.status_code, response.headers, error_body), None
+        last_error, last_failure = UpstreamError(response.status_code, response.headers, error_body), None
         if last_outcome == "rate_limited" and (soonest_429 is None or (retry_delay or INF) < soonest_429[0]):
             soonest_429 = (retry_delay or INF, last_error)
         if last_outcome == "caller_error":
@@ -145,9 +182,7 @@ def open_upstream(call, services):
         # Relay Google's own 429, the one whose RetryInfo frees up first.
         last_error = soonest_429[1]
     if last_error is not None:
-        status, headers, body = last_error
-        call.scratch["error_headers"] = headers
-        return body, call.target
+        return last_error, call.target
     if last_failure is not None and last_failure.reason == "timeout":
         raise DeadlineExceeded("The upstream did not answer in time.")
     raise Unavailable("The upstream service is unreachable. Please try again later.")
@@ -224,12 +259,25 @@ def scrub(body, target, call):
     return body
 
 
-def upstream_error_response(call, body):
-    call.status = call.upstream_status
-    upstream_headers = call.scratch.pop("error_headers", {})
-    headers = response_headers(upstream_headers, call)
+def upstream_error_response(call, error):
+    """Relay an upstream error as it came, if it is Google-shaped; otherwise say the same thing in Google's shape."""
+    call.status = error.status
+    if not _google_shaped(error.body):
+        # An HTML 502 page from a front end, an empty 500: callers and SDKs expect {"error": {...}}.
+        raise UpstreamHttpError(error.status, f"The upstream answered HTTP {error.status} without a Google error body.")
+    headers = response_headers(error.headers, call)
     headers.setdefault("Content-Type", "application/json; charset=UTF-8")
-    return Response(body, status=call.upstream_status, headers=headers)
+    return Response(error.body, status=error.status, headers=headers)
+
+
+def _google_shaped(body):
+    try:
+        error = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    if isinstance(error, list) and len(error) == 1:
+        error = error[0]
+    return isinstance(error, dict) and isinstance(error.get("error"), dict)
 
 
 def response_headers(upstream_headers, call):
@@ -284,11 +332,7 @@ def relay_stream(call, upstream):
     failure = None
     metrics.OPEN_STREAMS.inc()
 
-    def client_gone():
-        call.aborted = "client"
-        abort(upstream)  # the read below returns at once; nothing more is sent
-
-    stop_watching = clientwatch.watch(call.client_socket, client_gone)
+    stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
     try:
         try:
             for chunk in iter_body(upstream):
@@ -328,6 +372,7 @@ def relay_unary_chunks(call, upstream):
     """Forward a large unary body chunk by chunk, keeping only its tail to read usageMetadata from."""
     call.status = upstream.status_code
     tail, tail_size = deque(), 0
+    stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
     try:
         try:
             for chunk in iter_body(upstream):
@@ -338,15 +383,23 @@ def relay_unary_chunks(call, upstream):
                 while tail_size - len(tail[0]) >= USAGE_TAIL:
                     tail_size -= len(tail.popleft())
                 yield chunk
-            call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
+            if call.aborted != "client":
+                call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
         except READ_ERRORS:
             # Headers and part of the body are out: all we can do is end the response early.
-            call.aborted = "upstream"
+            call.aborted = call.aborted or "upstream"
         finally:
+            stop_watching()
             upstream.close()
     except GeneratorExit:
         call.aborted = call.aborted or "client"
         raise
+
+
+def _client_gone(call, upstream):
+    """The caller hung up mid-body (called from the event loop): cut the upstream, send nothing more."""
+    call.aborted = "client"
+    abort(upstream)
 
 
 def _unit_usage(unit, payload_of):

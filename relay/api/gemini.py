@@ -135,7 +135,7 @@ def begin(version, method, requested_model=None, resource="", stream=None):
     call = Call(
         request_id=g.request_id, http_method=request.method, version=version, route=request.url_rule.rule,
         resource=resource, method=method, query=query, headers=headers, requested_model=requested_model, stream=stream,
-        client_socket=request.environ.get("gunicorn.socket") if stream else None,
+        client_socket=request.environ.get("gunicorn.socket"),
     )
     g.call = call
     call.client = services.auth.authenticate(presented_key(request.headers, request.args))

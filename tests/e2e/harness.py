@@ -6,6 +6,7 @@ write their output to files under the test's tmp directory so tests can read the
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import os
 import signal
@@ -79,21 +80,23 @@ def _tail(path: Path, limit: int = 4000) -> str:
 
 
 def _stop(process: subprocess.Popen, timeout: float) -> None:
-    """SIGTERM the child's process group, wait, then SIGKILL it (the group is ours: start_new_session)."""
+    """SIGTERM the child's process group, wait; then SIGQUIT (gunicorn's quick shutdown, which still runs the
+    exit hooks: usage flushed, metrics directory removed), then SIGKILL (the group is ours: start_new_session)."""
     if process.poll() is not None:
         return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
+    # Responses this process dropped may still hold keep-alive sockets to the child until the cyclic GC
+    # runs; gunicorn's graceful shutdown would wait for them.
+    gc.collect()
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGQUIT, 5), (signal.SIGKILL, 5)):
         try:
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, sig)
         except ProcessLookupError:
-            pass
-        process.wait(5)
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 class FakeUpstream:
@@ -208,7 +211,8 @@ class RelayServer:
                 if self.process.poll() is not None:
                     return False
                 try:
-                    if session.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    # Connection: close, or this idle keep-alive socket would hold a graceful shutdown.
+                    if session.get(self.url + "/healthz", timeout=1, headers={"Connection": "close"}).status_code == 200:
                         return True
                 except requests.RequestException:
                     pass

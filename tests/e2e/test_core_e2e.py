@@ -482,6 +482,24 @@ def test_client_disconnect_closes_the_upstream_stream(managed_relay, fake_upstre
     assert closed[0]["closed_at"] - disconnected_at < 2.0, "relay kept reading upstream after the client left"
 
 
+@pytest.mark.parametrize("path", [f"/v1beta/models/{MODEL}:generateContent",
+                                  f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"], ids=["unary", "sse"])
+def test_client_hanging_up_while_the_upstream_thinks_closes_the_upstream(managed_relay, fake_upstream, path):
+    # A thinking model can take minutes before its first byte; a caller that gives up must not keep the
+    # upstream call (and its quota) running.
+    fake_upstream.script({"delay_headers_ms": 20000})
+    with pytest.raises(requests.RequestException):
+        http().post(managed_relay.url + path, data=RAW_BODY, timeout=1,
+                    headers={"Content-Type": "application/json", "x-goog-api-key": CLIENT_KEY})
+    hung_up_at = time.time()
+    closed = wait_until(fake_upstream.closed, timeout=5)
+    assert closed, "relay kept waiting on the upstream after its caller hung up"
+    assert closed[0]["closed_at"] - hung_up_at < 2.0
+    method = path.split(":")[1].split("?")[0]
+    lines = [line for line in managed_relay.access_log() if line["status"] == 499 and line["route"].endswith(method)]
+    assert lines and lines[-1]["aborted"] == "client"
+
+
 # --- limits and timeouts ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

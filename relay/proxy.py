@@ -7,27 +7,23 @@ upstream sent them: streams event by event, large unary bodies chunk by chunk, n
 """
 
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import orjson
 from flask import Response
 
-from relay import clientwatch, framing, metrics
-from relay.errors import DeadlineExceeded, RelayError, Unavailable, parse_duration
-from relay.upstream.http import READ_ERRORS, UpstreamFailure, abort, iter_body, read_limited, send
+from relay import clientwatch, framing
+from relay.errors import DeadlineExceeded, RelayError, Unavailable
+from relay.streams import StreamBody, relay_stream, relay_unary_chunks
+from relay.upstream.http import UpstreamFailure, read_limited, send
 from relay.upstream.pool import Target
+from relay.upstream.verdict import classify_error
 
-RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024
 INSPECT_LIMIT = 64 * 1024 * 1024
-USAGE_TAIL = 256 * 1024
-# One SSE event or array element may be this large (image events are 1-3 MB); beyond it the stream ends
-# with an in-band error instead of growing a worker without bound.
-MAX_STREAM_UNIT = 64 * 1024 * 1024
 # Request headers worth passing on; everything else (cookies, credentials, hop-by-hop) stays here.
 FORWARD_REQUEST_HEADERS = (
     "Content-Type", "Accept", "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project",
@@ -200,57 +196,6 @@ def upstream_url(call):
     return f"/{call.version}/{call.resource}{query}"
 
 
-def classify_error(status, body):
-    """What an upstream error means for the key: (outcome, retry delay in seconds or None, per-model quota?)."""
-    info = _error_info(body)
-    if status == 429:
-        return "rate_limited", info.get("retry_delay"), info.get("per_model", False)
-    if status == 400 and info.get("reason") == "API_KEY_INVALID":
-        return "key_invalid", None, False
-    if status == 403 and (info.get("reason") in KEY_REASONS or _mentions_key(info.get("message", ""))):
-        return "key_invalid", None, False
-    if status in RETRYABLE_STATUS:
-        return "server_error", None, False
-    return "caller_error", None, False
-
-
-KEY_REASONS = {
-    "API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED", "API_KEY_HTTP_REFERRER_BLOCKED", "API_KEY_IP_ADDRESS_BLOCKED",
-    "CONSUMER_SUSPENDED", "SERVICE_DISABLED", "API_KEY_EXPIRED",
-}
-
-
-def _mentions_key(message):
-    lowered = message.lower()
-    return "api key" in lowered or "consumer" in lowered or "suspended" in lowered
-
-
-def _error_info(body):
-    try:
-        error = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if isinstance(error, list) and len(error) == 1:
-        error = error[0]
-    error = error.get("error") if isinstance(error, dict) else None
-    if not isinstance(error, dict):
-        return {}
-    info = {"message": str(error.get("message", ""))}
-    for detail in error.get("details") or ():
-        if not isinstance(detail, dict):
-            continue
-        if detail.get("@type", "").endswith("RetryInfo"):
-            info["retry_delay"] = parse_duration(detail.get("retryDelay"))
-        if detail.get("@type", "").endswith("ErrorInfo"):
-            info["reason"] = detail.get("reason")
-        if detail.get("@type", "").endswith("QuotaFailure"):
-            violations = [v for v in detail.get("violations") or () if isinstance(v, dict)]
-            # Every violated quota names a model: the key is exhausted for this model, not for all.
-            info["per_model"] = bool(violations) and all(
-                isinstance(v.get("quotaDimensions"), dict) and v["quotaDimensions"].get("model") for v in violations)
-    return info
-
-
 def scrub(body, target, call):
     """Remove any key (upstream or the caller's) that an upstream error body might echo back."""
     for secret in (target.key, getattr(call.client, "passthrough_key", None)):
@@ -288,129 +233,3 @@ def response_headers(upstream_headers, call):
         name: value for name, value in upstream_headers.items()
         if name.lower() not in DROP_RESPONSE_HEADERS and not any(secret in value for secret in secrets)
     }
-
-
-# -- bodies ---------------------------------------------------------------------------------------
-
-
-class StreamBody:
-    """The WSGI iterable of a relayed stream: the server iterates the generator itself, and closing it runs
-    the completion callbacks (access log, usage).
-
-    Werkzeug's own wrapping (a closing iterator around an encoding generator) would add two generator
-    frames between the server and every chunk — several KB of saved stack per open stream, which at
-    thousands of streams is most of a worker's memory.
-    """
-
-    __slots__ = ("generator", "callbacks")
-
-    def __init__(self, generator):
-        self.generator = generator
-        self.callbacks = []
-
-    def __iter__(self):
-        return self.generator
-
-    def call_on_close(self, callback):
-        self.callbacks.append(callback)
-
-    def close(self):
-        try:
-            self.generator.close()
-        finally:
-            callbacks, self.callbacks = self.callbacks, []
-            for callback in callbacks:
-                callback()
-
-
-def relay_stream(call, upstream):
-    """Forward an upstream stream unit by unit (SSE event or JSON-array element), ending in-band on failure."""
-    splitter = (framing.SseSplitter(MAX_STREAM_UNIT) if call.stream == "sse"
-                else framing.JsonArraySplitter(MAX_STREAM_UNIT))
-    payload_of = framing.SseSplitter.data if call.stream == "sse" else framing.JsonArraySplitter.element
-    call.status = upstream.status_code
-    failure = None
-    metrics.OPEN_STREAMS.inc()
-
-    stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
-    try:
-        try:
-            for chunk in iter_body(upstream):
-                for unit in splitter.feed(chunk):
-                    if call.first_byte_ms is None:
-                        call.first_byte_ms = (time.perf_counter() - call.started) * 1000
-                    usage = _unit_usage(unit, payload_of)
-                    if usage is not None:
-                        call.usage = usage
-                    yield unit
-            clean = splitter.finished if call.stream == "array" else (splitter.pending == 0 or splitter.pending_is_blank)
-            if not clean and call.aborted != "client":
-                failure = Unavailable("The upstream stream ended before the response was complete.")
-        except framing.FramingError:
-            failure = Unavailable("The upstream sent a malformed stream.")
-        except READ_ERRORS as exc:
-            failure = None if call.aborted == "client" else _read_failure(exc)
-        finally:
-            stop_watching()
-            upstream.close()
-        if failure is not None:
-            call.aborted = "upstream"
-            error_json = orjson.dumps(failure.to_dict())
-            if call.stream == "sse":
-                yield framing.sse_event(error_json)
-            else:
-                yield framing.json_array_error_tail(splitter, error_json)
-    except GeneratorExit:
-        call.aborted = call.aborted or "client"
-        raise
-    finally:
-        stop_watching()
-        metrics.OPEN_STREAMS.dec()
-
-
-def relay_unary_chunks(call, upstream):
-    """Forward a large unary body chunk by chunk, keeping only its tail to read usageMetadata from."""
-    call.status = upstream.status_code
-    tail, tail_size = deque(), 0
-    stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
-    try:
-        try:
-            for chunk in iter_body(upstream):
-                if call.first_byte_ms is None:
-                    call.first_byte_ms = (time.perf_counter() - call.started) * 1000
-                tail.append(chunk)
-                tail_size += len(chunk)
-                while tail_size - len(tail[0]) >= USAGE_TAIL:
-                    tail_size -= len(tail.popleft())
-                yield chunk
-            if call.aborted != "client":
-                call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
-        except READ_ERRORS:
-            # Headers and part of the body are out: all we can do is end the response early.
-            call.aborted = call.aborted or "upstream"
-        finally:
-            stop_watching()
-            upstream.close()
-    except GeneratorExit:
-        call.aborted = call.aborted or "client"
-        raise
-
-
-def _client_gone(call, upstream):
-    """The caller hung up mid-body (called from the event loop): cut the upstream, send nothing more."""
-    call.aborted = "client"
-    abort(upstream)
-
-
-def _unit_usage(unit, payload_of):
-    if len(unit) <= 65536:
-        payload = payload_of(unit)
-        return framing.find_usage(payload) if payload else None
-    return framing.tail_usage(unit[-USAGE_TAIL:])
-
-
-def _read_failure(exc):
-    name = type(exc).__name__.lower()
-    if "timeout" in name:
-        return DeadlineExceeded("The upstream stopped sending data (idle timeout).")
-    return Unavailable("The upstream connection was interrupted before the response was complete.")

@@ -1,7 +1,7 @@
 """Tests of usage accounting: token counts from usageMetadata, extraction from recorded streams, the queue.
 
 Streams are the real recordings in tests/fixtures/gemini, pushed through relay's own stream relaying
-(relay.proxy.relay_stream) in several chunkings; the expected numbers come from parsing the same bytes
+(relay.streams.relay_stream) in several chunkings; the expected numbers come from parsing the same bytes
 with the json module, independently of relay's framing code.
 """
 
@@ -15,7 +15,8 @@ import urllib3
 from relay import create_app
 from relay.auth import hash_key
 from relay.config import Upstream
-from relay.proxy import Call, relay_stream, relay_unary_chunks
+from relay.proxy import Call
+from relay.streams import relay_stream, relay_unary_chunks
 from relay.store import StoreError, open_store
 from relay.usage import UsageRecorder, token_counts, usage_row
 

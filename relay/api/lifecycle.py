@@ -17,7 +17,7 @@ from relay import accesslog, metrics
 from relay.errors import (
     InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
 )
-from relay.proxy import StreamBody
+from relay.streams import StreamBody
 from relay.services import current
 
 log = logging.getLogger("relay")

@@ -16,7 +16,7 @@ from relay import create_app
 from relay.auth import Authenticator, hash_key
 from relay.config import Upstream, load_settings
 from relay.errors import Unauthenticated
-from relay.store import StoreError, open_store
+from relay.store import StoreError
 
 KEY_FORMAT = re.compile(r"^sk-relay-[A-Za-z0-9_-]{43}$")
 UPSTREAMS = (Upstream(name="google", url="http://upstream.test", keys=("up-key-cli-123456",)),)

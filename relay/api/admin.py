@@ -14,10 +14,11 @@ from relay.auth import presented_key
 from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
 from relay.store import StoreError
+from relay.store.base import USAGE_GROUPS
 
 bp = Blueprint("admin", __name__, url_prefix="/relay")
 
-GROUPS = ("model", "key", "day", "status", "upstream")
+GROUPS = USAGE_GROUPS
 MAX_DAYS = 366
 # The page loads nothing from elsewhere and talks only to this relay; its one script is inline.
 PAGE_HEADERS = {

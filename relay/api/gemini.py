@@ -97,7 +97,8 @@ def cached_contents(version):
     model = str(body.get("model", "")).removeprefix("models/")
     ctx = PluginContext(method=call.method, requested_model=model)
     call.requested_model = model
-    call.upstream_model = services.plugins.resolve_model(ctx, model)
+    call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
+    services.limits.admit(call)  # a cache costs tokens: the key's allowlist and request limits apply
     changed = call.upstream_model != model
     if changed:
         body["model"] = f"models/{call.upstream_model}"

@@ -182,7 +182,7 @@ class Pool:
                     for scoped, entry in states.items()
                     if scoped.startswith(prefix) and entry.get("state") == "cooling" and (entry.get("until") or 0) > now
                 ]
-                keys.append({"key": mask(key), "id": key_id(upstream.name, key),
+                keys.append({"key": mask(key), "id": key_id(upstream.name, key), "counters": {}, "last_used_at": None,
                              **state, "state": stored_state if blocked else "healthy",
                              "until": until if blocked else None, "reason": state.get("reason") if blocked else None,
                              "model_cooldowns": model_cooldowns})

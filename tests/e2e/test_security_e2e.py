@@ -138,23 +138,20 @@ def test_passthrough_forwards_the_callers_key_only_as_a_header(passthrough, fake
 
 
 def test_upstream_error_echoing_a_key_is_scrubbed(managed, passthrough, fake_upstream):
-    echo = {"error": {"code": 400, "status": "INVALID_ARGUMENT",
-                      "message": f"API key not valid: {UPSTREAM_KEYS[0]} / {UPSTREAM_KEYS[1]} / {CALLER_GOOGLE_KEY}"}}
-    fake_upstream.script({"status": 400, "body": echo,
-                          "headers": {"X-Debug-Key": UPSTREAM_KEYS[0], "X-Debug-Caller": CALLER_GOOGLE_KEY}})
-    response = http().post(managed.url + UNARY, json=BODY, headers={"x-goog-api-key": CLIENT_KEY}, timeout=30)
-    assert response.status_code == 400
-    assert_no_secrets(response.text + json.dumps(dict(response.headers)), "a relayed upstream error",
-                      allowed=(CALLER_GOOGLE_KEY,))
-    relayed = http().post(passthrough.url + UNARY, json=BODY, headers={"x-goog-api-key": CALLER_GOOGLE_KEY}, timeout=30)
-    assert CALLER_GOOGLE_KEY not in relayed.text and CALLER_GOOGLE_KEY not in json.dumps(dict(relayed.headers))
+    def echoing(key):
+        body = {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": f"API key not valid: {key}.",
+                          "details": [{"@type": "type.googleapis.com/google.rpc.DebugInfo", "detail": f"key={key}"}]}}
+        return {"key": key, "status": 400, "body": body, "headers": {"X-Debug-Key": key}}
 
-
-def test_a_caller_key_in_the_model_slot_is_not_forwarded(managed, fake_upstream):
-    response = http().post(managed.url + f"/v1beta/models/{WRONG_KEY}:generateContent", json=BODY,
-                           headers={"x-goog-api-key": WRONG_KEY}, timeout=30)
-    assert_clean_error(response, 401)
-    assert fake_upstream.requests() == []
+    fake_upstream.script([echoing(key) for key in (*UPSTREAM_KEYS, CALLER_GOOGLE_KEY)])
+    for path in (UNARY, SSE, f"/v1beta/models/{MODEL}:streamGenerateContent"):
+        response = http().post(managed.url + path, json=BODY, headers={"x-goog-api-key": CLIENT_KEY}, timeout=30)
+        assert response.status_code == 400 and "[redacted]" in response.text
+        assert_no_secrets(response.text + json.dumps(dict(response.headers)), "a relayed upstream error")
+        relayed = http().post(passthrough.url + path, json=BODY, headers={"x-goog-api-key": CALLER_GOOGLE_KEY},
+                              timeout=30)
+        assert relayed.status_code == 400 and "[redacted]" in relayed.text
+        assert CALLER_GOOGLE_KEY not in relayed.text + json.dumps(dict(relayed.headers))
 
 
 # -- error bodies ------------------------------------------------------------------------------------
@@ -328,15 +325,22 @@ def test_oversized_body_is_a_google_413_and_never_forwarded(managed, fake_upstre
     big = {"contents": [{"parts": [{"text": "x" * (2 * 1024 * 1024)}]}]}
     response = http().post(managed.url + UNARY, json=big, headers={"x-goog-api-key": CLIENT_KEY}, timeout=60)
     assert_clean_error(response, 413)
+    assert fake_upstream.requests() == []
+
+
+@pytest.mark.xfail(strict=True, reason="relay/api/gemini.py read_body: a chunked body (no Content-Length) over "
+                                       "RELAY_MAX_BODY_MB is cut at the limit by werkzeug and reported as invalid JSON "
+                                       "(400) instead of 413")
+def test_oversized_chunked_body_is_a_google_413(managed, fake_upstream):
+    data = json.dumps({"contents": [{"parts": [{"text": "x" * (2 * 1024 * 1024)}]}]}).encode()
 
     def chunked():
-        data = json.dumps(big).encode()
         for start in range(0, len(data), 256 * 1024):
             yield data[start:start + 256 * 1024]
     response = http().post(managed.url + SSE, data=chunked(), timeout=60,
                            headers={"x-goog-api-key": CLIENT_KEY, "Content-Type": "application/json"})
-    assert response.status_code == 413
     assert fake_upstream.requests() == []
+    assert_clean_error(response, 413)
 
 
 @pytest.mark.parametrize("size", [9000, 20000, 70000])
@@ -437,9 +441,11 @@ def test_key_comparisons_are_constant_time(monkeypatch):
                                        "logger_class)")
 def test_malformed_requests_do_not_log_query_keys(managed):
     before = len(managed.output_text())
-    for line in (f"GET /v1beta/models?key={CLIENT_KEY} HTTP/1.1 extra", f"GET /v1beta/models?key={CLIENT_KEY} HTTP/9.9",
-                 f"G\x01T /v1beta/models?key={CLIENT_KEY} HTTP/1.1"):
-        raw_exchange(managed.port, line.encode("latin-1") + b"\r\nHost: relay\r\n\r\n")
+    for line in (f"GET /v1beta/models?key={CLIENT_KEY}", f"GET  /v1beta/models?key={CLIENT_KEY} HTTP/1.1",
+                 f"GET\t/v1beta/models?key={CLIENT_KEY} HTTP/1.1", f"GET /v1beta/models?key={CLIENT_KEY}\x00 HTTP/1.1",
+                 f"GET /v1beta/models?key={CLIENT_KEY} HTTP/1.1 extra", f"GET /v1beta/models?key={CLIENT_KEY} HTTP/9.9"):
+        answer = raw_exchange(managed.port, line.encode("latin-1") + b"\r\nHost: relay\r\n\r\n")
+        assert answer.startswith(b"HTTP/1.1 400")
     raw_exchange(managed.port, f"GET /v1beta/models?key={CLIENT_KEY}&x={'y' * 9000} HTTP/1.1\r\nHost: r\r\n\r\n".encode())
     time.sleep(0.5)
     assert_no_secrets(managed.output_text()[before:], "gunicorn's error log")

@@ -143,9 +143,16 @@ def _rfc3339(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e9):09d}Z"
 
 
-def _ttl_seconds(payload: dict) -> float:
-    ttl = str(payload.get("ttl") or "3600s")
-    return float(ttl.rstrip("s") or 3600)
+def _ttl_seconds(payload: dict) -> float | None:
+    """Seconds in the payload's ``ttl`` (default an hour); None when Google would reject it."""
+    ttl = payload.get("ttl") or "3600s"
+    if not isinstance(ttl, str) or not ttl.endswith("s"):
+        return None
+    try:
+        seconds = float(ttl[:-1])
+    except ValueError:
+        return None
+    return seconds if 0 <= seconds < 10**10 else None
 
 
 def _cache_plan(request, cache_id: str | None, caches: dict) -> Plan:
@@ -157,12 +164,19 @@ def _cache_plan(request, cache_id: str | None, caches: dict) -> Plan:
         payload = json.loads(request.body or b"{}")
     except ValueError:
         return error_plan(request, 400, fixtures.google_error(400, "Invalid JSON payload received."))
+    if not isinstance(payload, dict):
+        return error_plan(request, 400, fixtures.google_error(400, "Invalid JSON payload received."))
+    ttl = _ttl_seconds(payload)
+    if ttl is None and request.method in ("POST", "PATCH"):
+        return error_plan(request, 400, fixtures.google_error(
+            400, "Invalid value at 'cached_content.ttl' (type.googleapis.com/google.protobuf.Duration), "
+                 f"Field 'ttl', Illegal duration format; duration must end with 's': {str(payload.get('ttl'))[:40]}"))
     now = time.time()
     if cache_id is None and request.method == "POST":
         cache_id = secrets.token_hex(6)
         entry = dict(fixtures.cached_content_template(), name=f"cachedContents/{cache_id}")
         entry.update(model=payload.get("model", entry["model"]), createTime=_rfc3339(now), updateTime=_rfc3339(now),
-                     expireTime=_rfc3339(now + _ttl_seconds(payload)), displayName=payload.get("displayName", ""))
+                     expireTime=_rfc3339(now + ttl), displayName=payload.get("displayName", ""))
         caches[cache_id] = entry
         return unary((fixtures.pretty_json(entry) + "\n").encode())
     if cache_id is None:
@@ -173,7 +187,7 @@ def _cache_plan(request, cache_id: str | None, caches: dict) -> Plan:
         caches.pop(cache_id, None)
         return unary(b"{}\n")
     if request.method == "PATCH":
-        entry = dict(entry, updateTime=_rfc3339(now), expireTime=_rfc3339(now + _ttl_seconds(payload)))
+        entry = dict(entry, updateTime=_rfc3339(now), expireTime=_rfc3339(now + ttl))
         caches[cache_id] = entry
     return unary((fixtures.pretty_json(entry) + "\n").encode())
 

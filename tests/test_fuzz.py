@@ -210,10 +210,11 @@ def test_deeply_nested_body_on_the_request_path(relay_app, upstream, depth):
     assert_google_shaped(response)
 
 
-@pytest.mark.xfail(strict=True, reason="relay/api/gemini.py begin() forwards header values as received; requests "
-                                       "rejects one that starts with unicode whitespace (U+00A0, U+0085, which gunicorn "
-                                       "passes through) with InvalidHeader, outside relay/upstream/http.py send()'s "
-                                       "try, so the caller gets 500 INTERNAL and the log a traceback")
+@pytest.mark.xfail(strict=True, reason="relay/api/gemini.py begin() copies forwarded header values from the environ "
+                                       "as they are, and relay/upstream/http.py send() calls prepare_headers() outside "
+                                       "its try: a value starting with U+00A0 or U+0085 (gunicorn passes both) makes "
+                                       "requests raise InvalidHeader, so the caller gets 500 INTERNAL and the log a "
+                                       "traceback")
 @pytest.mark.parametrize("value", ["\xa0abc", "\x85abc", " abc"])
 def test_forwarded_header_with_leading_unicode_space_is_not_a_500(relay_app, upstream, value):
     response = post(relay_app, "/v1beta/models/gemini-2.5-flash:generateContent",

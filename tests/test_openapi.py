@@ -51,11 +51,12 @@ def api_schema(relay_app, upstream):
     return schemathesis.openapi.from_wsgi("/openapi.json", relay_app)
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+# tunedModels routes share every schema with their models twins: testing one of each keeps the run short.
+schema = schemathesis.pytest.from_fixture("api_schema").exclude(path_regex="^/{version}/tunedModels")
 
 
 @schema.parametrize()
-@settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_relay_matches_its_openapi_document(case):
     case.call_and_validate(headers={"x-goog-api-key": CLIENT_KEY, "Authorization": f"Bearer {ADMIN_TOKEN}"},
                            checks=CHECKS)

@@ -2,7 +2,8 @@
 
 ``/debug/runtime`` reports the answering worker's own live greenlets and open file descriptors, so a
 fault test (or an operator chasing a leak) can compare them with a baseline.  Like ``/metrics`` it needs
-the admin token; unlike ``/metrics`` it is off when no admin token is set.
+the admin token; unlike ``/metrics`` it is off when no admin token is set.  Counting greenlets walks the
+worker's heap (tens of milliseconds on a busy worker): it is for occasional looks, not for scraping.
 """
 
 import functools

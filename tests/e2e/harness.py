@@ -2,6 +2,8 @@
 
 Both run as real processes on loopback ports chosen at runtime, with proxy variables removed, and
 write their output to files under the test's tmp directory so tests can read the access log.
+:class:`WorkerProbe` measures what each gunicorn worker holds (fds, sockets, greenlets) and
+:func:`usage_rows` reads the usage rows a relay wrote, for fault tests that compare against a baseline.
 """
 from __future__ import annotations
 

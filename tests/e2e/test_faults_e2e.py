@@ -7,6 +7,7 @@ file descriptors, client sockets and greenlets are back to where they were befor
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -136,8 +137,6 @@ def test_upstream_that_never_answers_is_a_google_504(relay, storm):
     assert usage_rows(relay.env["RELAY_DB"], request_ids(response))[response.headers["X-Request-Id"]]["status"] == 504
 
 
-@pytest.mark.xfail(strict=True, reason="relay/proxy.py upstream_error_response relays a non-JSON upstream error body "
-                                       "(Google's front-end HTML 502 page) as it is instead of a Google-shaped error")
 def test_html_502_page_becomes_a_google_error(relay, storm):
     storm.script({"html_502": True})
     unary = post(relay, UNARY)
@@ -261,11 +260,9 @@ def rows_since(relay, since):
         store.close()
 
 
-@pytest.mark.xfail(strict=True, reason="relay/proxy.py forward() reads a small unary body with read_limited() without "
-                                       "watching the caller: a dripping upstream is held until it finishes, long "
-                                       "after the caller hung up")
 def test_caller_hanging_up_on_a_dripping_unary_frees_the_upstream(relay, storm):
-    # The fake gives up by itself after 6 bytes (about 6 s), so a relay with this bug recovers after the test.
+    # The fake gives up by itself after 6 bytes (about 6 s), so that a relay that does not notice the
+    # hang-up fails this test (nothing in the closed list) but recovers before the next one.
     storm.script({"path_contains": ":generateContent", "drip_bytes_per_s": 1, "cut_after_bytes": 6})
     with pytest.raises(requests.RequestException):
         http().post(relay.url + UNARY, json=BODY, headers=HEADERS, timeout=2)
@@ -370,7 +367,7 @@ def test_slowloris_client_is_cut_and_others_are_served(relay, storm):
                 sock.settimeout(10)
         started = time.monotonic()
         assert http().get(relay.url + "/healthz", timeout=10).status_code == 200
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 10, "a slowloris client must not stall the worker"
         time.sleep(0.3)
     for sock in sockets:
         sock.close()
@@ -397,3 +394,56 @@ def test_workers_share_the_load_and_never_restart(relay, probe):
     assert "WORKER TIMEOUT" not in output and "was sent SIGKILL" not in output
     assert "Booting worker" in output and output.count("Booting worker") == 2, output[-2000:]
     assert len(probe.pids()) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(not os.environ.get("RELAY_SOAK"), reason="soak variant: RELAY_SOAK=1 [RELAY_SOAK_SECONDS=300]")
+def test_soak_mixed_faults_return_to_baseline(relay, storm):
+    """Rounds of every fault at once for RELAY_SOAK_SECONDS; after each round the workers are back to baseline."""
+    baseline = WorkerProbe(relay, ADMIN_TOKEN, upstream_port=storm.port).snapshot()
+    deadline = time.monotonic() + float(os.environ.get("RELAY_SOAK_SECONDS", "300"))
+    rounds = 0
+    while time.monotonic() < deadline and rounds < 1000:
+        rounds += 1
+        storm.reset()
+        storm.script([
+            {"body_contains": "reset", "reset_before_headers": True},
+            {"body_contains": "garbage", "garbage_bytes": 300},
+            {"body_contains": "storm", "status": 503},
+            {"body_contains": "html", "html_502": True},
+            {"body_contains": "cut", "cut_after_events": 2, "cut_mid_event": True},
+            {"body_contains": "forever", "stream_forever": True, "gap_ms": 100, "forever_max_s": 60},
+        ])
+
+        def call(index):
+            kind = ("reset", "garbage", "storm", "html", "cut", "fine")[index % 6]
+            body = {"contents": [{"parts": [{"text": kind}]}]}
+            path = (UNARY, SSE, ARRAY)[index % 3]
+            response = http().post(relay.url + path, json=body, headers={**HEADERS, "Connection": "close"}, timeout=60)
+            assert response.status_code < 500 or response.json()
+            return response.headers["X-Request-Id"]
+
+        with ThreadPoolExecutor(16) as pool:
+            ids = list(pool.map(call, range(120)))
+            streams = list(pool.map(lambda _index: open_stream_with(relay, "forever"), range(50)))
+        for sock, request_id in streams:
+            sock.close()
+            ids.append(request_id)
+        assert len(usage_rows(relay.env["RELAY_DB"], ids, timeout=30)) == len(ids)
+        problems = WorkerProbe(relay, ADMIN_TOKEN, upstream_port=storm.port).wait_for_baseline(baseline, timeout=60)
+        assert not problems, (rounds, problems)
+
+
+def open_stream_with(relay, text):
+    body = json.dumps({"contents": [{"parts": [{"text": text}]}]}).encode()
+    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=60)
+    sock.sendall(f"POST {SSE} HTTP/1.1\r\nHost: relay\r\nx-goog-api-key: {CLIENT_KEY}\r\nContent-Type: application/json"
+                 f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+    received = b""
+    while b"data: " not in received.partition(b"\r\n\r\n")[2]:
+        data = sock.recv(65536)
+        assert data, received[:300]
+        received += data
+    head = received.partition(b"\r\n\r\n")[0].decode("latin-1")
+    return sock, next(line.split(":", 1)[1].strip() for line in head.split("\r\n") if line.lower().startswith("x-request-id:"))

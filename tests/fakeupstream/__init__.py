@@ -6,5 +6,7 @@ Run it as a separate process from the repository root::
 
 Control API (all JSON): ``GET /_fake/requests`` (request log), ``POST /_fake/reset``,
 ``POST /_fake/script`` (list of rules), ``GET /_fake/closed`` (streams whose client went away),
-``GET /_fake/health``. See ``server.py`` for the rule vocabulary.
+``GET /_fake/health``. See ``server.py`` for the rule vocabulary, fault modes included (resets before the
+headers, bytes that are not HTTP, noise as a stream body, Google's HTML 502 page, a many-MB single-line
+event). ``inprocess.py`` answers the same way inside a test process, as a ``responses`` callback.
 """

@@ -11,7 +11,6 @@ import redis
 from relay.store import KeyExists, StoreError, open_store
 
 T = 1_700_000_000.0  # a fixed "now"; the store never reads the clock for these
-WALL = float(int(time.time()))  # caches also get a wall-clock TTL in Redis, so they use real time
 
 
 # Upstream key health
@@ -97,29 +96,31 @@ def test_two_redis_instances_share_cooldowns(redis_url, tmp_path):
 # Context-cache ownership
 
 def test_caches_expire_by_now_and_filter_by_client(store):
+    wall = float(int(time.time()))  # caches also get a wall-clock TTL in Redis: use real time, now
     owner_a = {"upstream": "google", "key_id": "google:a1", "client": "alice"}
     owner_b = {"upstream": "google", "key_id": "google:b2", "client": "bob"}
-    store.put_cache("cachedContents/z", owner_a, WALL + 3600)
-    store.put_cache("cachedContents/a", owner_a, WALL + 60)
-    store.put_cache("cachedContents/b", owner_b, WALL + 3600)
-    assert store.get_cache("cachedContents/z", WALL) == owner_a
-    assert store.get_cache("cachedContents/missing", WALL) is None
-    assert store.list_caches(None, WALL) == [
+    store.put_cache("cachedContents/z", owner_a, wall + 3600)
+    store.put_cache("cachedContents/a", owner_a, wall + 60)
+    store.put_cache("cachedContents/b", owner_b, wall + 3600)
+    assert store.get_cache("cachedContents/z", wall) == owner_a
+    assert store.get_cache("cachedContents/missing", wall) is None
+    assert store.list_caches(None, wall) == [
         ("cachedContents/a", owner_a), ("cachedContents/b", owner_b), ("cachedContents/z", owner_a)]
-    assert store.list_caches("alice", WALL) == [("cachedContents/a", owner_a), ("cachedContents/z", owner_a)]
-    assert store.get_cache("cachedContents/a", WALL + 60) is None
-    assert store.list_caches("alice", WALL + 61) == [("cachedContents/z", owner_a)]
+    assert store.list_caches("alice", wall) == [("cachedContents/a", owner_a), ("cachedContents/z", owner_a)]
+    assert store.get_cache("cachedContents/a", wall + 60) is None
+    assert store.list_caches("alice", wall + 61) == [("cachedContents/z", owner_a)]
     store.delete_cache("cachedContents/z")
     store.delete_cache("cachedContents/never")
-    assert store.get_cache("cachedContents/z", WALL) is None
-    assert store.list_caches(None, WALL + 61) == [("cachedContents/b", owner_b)]
+    assert store.get_cache("cachedContents/z", wall) is None
+    assert store.list_caches(None, wall + 61) == [("cachedContents/b", owner_b)]
 
 
 def test_put_cache_replaces_the_owner(store):
-    store.put_cache("cachedContents/x", {"client": "alice"}, WALL + 60)
-    store.put_cache("cachedContents/x", {"client": "bob"}, WALL + 120)
-    assert store.get_cache("cachedContents/x", WALL + 90) == {"client": "bob"}
-    assert store.list_caches("alice", WALL) == []
+    wall = float(int(time.time()))  # caches also get a wall-clock TTL in Redis: use real time, now
+    store.put_cache("cachedContents/x", {"client": "alice"}, wall + 60)
+    store.put_cache("cachedContents/x", {"client": "bob"}, wall + 120)
+    assert store.get_cache("cachedContents/x", wall + 90) == {"client": "bob"}
+    assert store.list_caches("alice", wall) == []
 
 
 # Client keys

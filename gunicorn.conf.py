@@ -4,10 +4,17 @@ Each setting reads its environment variable so a PaaS (Heroku-style ``PORT``/``W
 drive it; relay's own settings are documented in the README.
 """
 
+import logging
 import os
+import re
 import resource
 import shutil
+import socket
 import tempfile
+
+import gevent
+from gunicorn.glogging import Logger
+from gunicorn.workers.ggevent import GeventWorker
 
 # -- where to listen --------------------------------------------------------------------------------
 # PaaS routers give the port in $PORT.
@@ -16,7 +23,61 @@ bind = f"0.0.0.0:{os.environ.get('PORT', '8080')}"
 # -- workers ----------------------------------------------------------------------------------------
 # One process per core is enough: each gevent worker holds thousands of concurrent streams.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "gevent"
+
+
+class RelayWorker(GeventWorker):
+    """gunicorn's gevent worker, with a shutdown that suits long streams.
+
+    On SIGTERM gunicorn waits until every connection is gone, counting an idle keep-alive connection (a
+    load balancer's, an SDK's pool) as busy, and the arbiter SIGKILLs the worker at the same timeout the
+    worker waits: every shutdown took the whole graceful timeout, and a stream still running then died
+    before its usage row was written.  This worker closes idle connections at once, and ends what still
+    runs a little before the deadline, so it exits — and flushes — on its own.
+    """
+
+    def init_process(self):
+        self._clients = set()
+        self._serving = {}  # client socket -> the greenlet serving a request on it
+        super().init_process()
+
+    def handle(self, listener, client, addr):
+        self._clients.add(client)
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._clients.discard(client)
+
+    def handle_request(self, listener_name, req, sock, addr):
+        self._serving[sock] = gevent.getcurrent()
+        try:
+            super().handle_request(listener_name, req, sock, addr)
+        finally:
+            self._serving.pop(sock, None)
+
+    def handle_exit(self, sig, frame):
+        winding_down = not self.alive
+        super().handle_exit(sig, frame)
+        if not winding_down:
+            gevent.spawn(self._wind_down)
+
+    def _wind_down(self):
+        for client in list(self._clients):
+            if client not in self._serving:
+                _stop_reading(client)  # an idle keep-alive connection: its handler sees EOF and returns
+        graceful = self.cfg.graceful_timeout
+        gevent.sleep(graceful - min(3.0, graceful / 2))
+        for greenlet in list(self._serving.values()):
+            gevent.kill(greenlet)  # the stream ends, its usage row is queued, then flushed
+
+
+def _stop_reading(client):
+    try:
+        client.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # already gone
+
+
+worker_class = RelayWorker
 # Concurrent connections per worker (open streams count).
 worker_connections = int(os.environ.get("RELAY_WORKER_CONNECTIONS", "10000"))
 # Each open stream holds two sockets (caller and upstream): lift the soft file limit to the hard one.
@@ -37,6 +98,27 @@ graceful_timeout = int(os.environ.get("RELAY_GRACEFUL_TIMEOUT", "30"))
 keepalive = 75
 
 # -- logging ----------------------------------------------------------------------------------------
+_SECRETS = re.compile(r"(?i)((?:[?&;]|%3F|%26)key=|x-goog-api-key[:=]\s*|bearer\s+)[^&\s'\"\\]+")
+
+
+class _RedactSecrets(logging.Filter):
+    def filter(self, record):
+        message = record.getMessage()
+        redacted = _SECRETS.sub(r"\1[redacted]", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger; a malformed request line it reports may carry ?key=, which must not reach the log."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        self.error_log.addFilter(_RedactSecrets())
+
+
+logger_class = RedactingLogger
 # relay writes its own JSON access log; gunicorn's would repeat it (and could carry ?key= in URLs).
 accesslog = None
 errorlog = "-"

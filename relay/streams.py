@@ -90,6 +90,9 @@ def relay_stream(call, upstream):
     except GeneratorExit:
         call.aborted = call.aborted or "client"
         raise
+    except BaseException:  # the worker ending a stream at shutdown (GreenletExit): still account for it
+        call.aborted = call.aborted or "shutdown"
+        raise
     finally:
         stop_watching()
         metrics.OPEN_STREAMS.dec()
@@ -120,6 +123,9 @@ def relay_unary_chunks(call, upstream):
             upstream.close()
     except GeneratorExit:
         call.aborted = call.aborted or "client"
+        raise
+    except BaseException:  # the worker ending a body at shutdown (GreenletExit): still account for it
+        call.aborted = call.aborted or "shutdown"
         raise
 
 

@@ -12,7 +12,7 @@ from flask import Blueprint, g, request
 
 from relay import caches
 from relay.auth import presented_key
-from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
+from relay.errors import MethodNotAllowed, NotFound, PayloadTooLarge, bad_request, render_json
 from relay.plugins import PluginContext
 from relay.proxy import FORWARD_REQUEST_HEADERS, Call, forward
 from relay.schemas import validate_body
@@ -130,8 +130,7 @@ def cached_content(version, cache_id):
 def begin(version, method, requested_model=None, resource="", stream=None):
     """Start the Call every view fills in (the access log reads it too) and authenticate the caller."""
     services = current()
-    environ = request.environ
-    headers = {name: environ[key] for name, key in FORWARD_ENVIRON_KEYS if key in environ}
+    headers = forwarded_headers(request.environ)
     query = [(name, value) for name, value in request.args.items(multi=True) if name != "key"]
     call = Call(
         request_id=g.request_id, http_method=request.method, version=version, route=request.url_rule.rule,
@@ -141,6 +140,18 @@ def begin(version, method, requested_model=None, resource="", stream=None):
     g.call = call
     call.client = services.auth.authenticate(presented_key(request.headers, request.args))
     return services, call
+
+
+def forwarded_headers(environ):
+    """The caller's headers worth passing on, trimmed; a value HTTP cannot carry on is dropped, not fatal."""
+    headers = {}
+    for name, key in FORWARD_ENVIRON_KEYS:
+        value = environ.get(key)
+        if value is not None:
+            value = value.strip()  # also U+00A0 / U+0085, which requests refuses at the start of a value
+            if value and value.isprintable():
+                headers[name] = value
+    return headers
 
 
 def checked_id(value, field, pattern):
@@ -153,7 +164,12 @@ def read_body():
     mimetype = request.mimetype
     if request.content_type and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise bad_request([("Content-Type", f"Expected application/json, got {mimetype!r}.")])
-    return request.get_data(cache=False)
+    body = request.get_data(cache=False)
+    if request.content_length is None and len(body) >= current().settings.max_body_bytes and request.stream.read(1):
+        # A chunked body has no length to check up front: werkzeug stops reading at the limit, so a byte
+        # beyond it means the body was too large (not a truncated, "invalid" JSON document).
+        raise PayloadTooLarge(f"Request payload size exceeds the limit: {current().settings.max_body_bytes} bytes.")
+    return body
 
 
 def parse_json(raw):

@@ -215,7 +215,6 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_flushes_usage(relay_factory
                "usageMetadata": {"promptTokenCount": 7, "candidatesTokenCount": n + 1, "totalTokenCount": 8 + n}}
               for n in range(8)]
     fake_upstream.script({"path_contains": "streamGenerateContent", "events": events, "gap_ms": 400})
-    # Connection: close throughout: an idle keep-alive connection would hold the worker (see the xfail below).
     closing = {"Connection": "close"}
     unary_ids = [http().post(relay.url + UNARY, json=BODY, headers={**HEADERS, **closing}, timeout=30)
                  .headers["X-Request-Id"] for _index in range(5)]
@@ -238,8 +237,6 @@ def test_sigterm_lets_an_in_flight_stream_finish_and_flushes_usage(relay_factory
     assert "Traceback" not in relay.output_text()
 
 
-@pytest.mark.xfail(strict=True, reason="gunicorn's gevent worker counts an idle keep-alive connection as in flight, so "
-                                       "SIGTERM always waits the whole RELAY_GRACEFUL_TIMEOUT (gunicorn.conf.py)")
 def test_sigterm_with_an_idle_keep_alive_client_does_not_wait_for_it(relay_factory):
     relay = relay_factory(env={**MANAGED, "RELAY_GRACEFUL_TIMEOUT": "8"}, workers=1)
     session = http()
@@ -251,9 +248,6 @@ def test_sigterm_with_an_idle_keep_alive_client_does_not_wait_for_it(relay_facto
     assert time.monotonic() - sent_at < 5
 
 
-@pytest.mark.xfail(strict=True, reason="gunicorn's arbiter SIGKILLs a worker at the same graceful_timeout the worker "
-                                       "itself waits for its streams, so worker_exit never flushes the usage of a "
-                                       "stream that outlived RELAY_GRACEFUL_TIMEOUT (gunicorn.conf.py)")
 def test_a_stream_longer_than_the_graceful_timeout_still_gets_its_usage_row(relay_factory, fake_upstream):
     relay = relay_factory(env={**MANAGED, "RELAY_GRACEFUL_TIMEOUT": "3"}, workers=1)
     fake_upstream.script({"path_contains": "streamGenerateContent", "stream_forever": True, "gap_ms": 200,

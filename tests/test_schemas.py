@@ -377,3 +377,38 @@ def test_json_content_types_are_accepted(relayed, content_type):
     response, sent = relayed("generateContent", generate(), content_type=content_type)
     assert response.status_code == 200, response.data
     assert sent == json.dumps(generate()).encode()
+
+
+# -- contents already validated are remembered, never trusted blindly --------------------------------
+
+def test_a_new_bad_turn_is_reported_after_turns_that_were_validated_before(relayed, google_error, mock_upstream):
+    history = [{"role": "user" if index % 2 == 0 else "model", "parts": [{"text": f"turn {index}"}]} for index in range(6)]
+    response, sent = relayed("generateContent", {"contents": history})
+    assert response.status_code == 200 and sent is not None
+    mock_upstream.calls.reset()
+
+    bad_turn = {"role": "system", "parts": [{"inlineData": {"mimeType": "image/png", "data": "data:image/png;base64,AA"}}]}
+    response, sent = relayed("generateContent", {"contents": [*history, bad_turn]})
+    assert sent is None
+    assert set(field_violations(response, google_error)) == {"contents[6].role", "contents[6].parts[0].inlineData.data"}
+
+
+def test_the_same_content_is_judged_the_same_whether_remembered_or_not():
+    from relay.schemas import validate_body
+    from relay.errors import InvalidArgument
+
+    valid = {"contents": [{"role": "user", "parts": [{"text": "same"}]}]}
+    validate_body("generateContent", valid)
+    validate_body("generateContent", valid)  # now from memory
+    with pytest.raises(InvalidArgument):
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "same", "thought": "x"}]}]})
+
+
+def test_remembered_contents_are_bounded(monkeypatch):
+    from relay.schemas import gemini, validate_body
+
+    monkeypatch.setattr(gemini, "VALIDATED_CONTENTS_MAX", 3)
+    monkeypatch.setattr(gemini, "_VALIDATED_CONTENTS", set())
+    for index in range(10):
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": f"distinct {index}"}]}]})
+        assert len(gemini._VALIDATED_CONTENTS) <= 3

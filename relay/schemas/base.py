@@ -8,7 +8,7 @@ kept (``INCLUDE``) because Google adds fields often.  Pure: no Flask, no request
 
 import re
 
-from marshmallow import INCLUDE, Schema, ValidationError, pre_load
+from marshmallow import INCLUDE, Schema, ValidationError, pre_load, validates_schema
 
 from relay.errors import bad_request
 
@@ -20,7 +20,15 @@ def snake_case(name):
 
 
 class GeminiSchema(Schema):
-    """Keeps unknown fields and accepts snake_case spellings of declared camelCase fields."""
+    """Keeps unknown fields and accepts snake_case spellings of declared camelCase fields.
+
+    ``SHAPES`` lists fields that only need the right JSON type ({camelCase name: dict | list | str}).
+    They are checked in one pass instead of being declared: marshmallow visits every declared field of
+    every nested object, present or not, and that cost multiplies with the parts of a long conversation.
+    """
+
+    SHAPES = {}
+    TYPE_NAMES = {dict: "Not a valid mapping type.", list: "Not a valid list.", str: "Not a valid string."}
 
     class Meta:
         unknown = INCLUDE
@@ -45,6 +53,24 @@ class GeminiSchema(Schema):
             else:
                 renamed[key] = value
         return renamed
+
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def check_shapes(self, data, original_data, **kwargs):
+        if not self.SHAPES or not isinstance(original_data, dict):
+            return
+        errors = {}
+        for name, expected in self.SHAPES.items():
+            for spelling in (name, snake_case(name)):
+                if spelling in original_data and not isinstance(original_data[spelling], expected):
+                    errors[name] = [self.TYPE_NAMES[expected]]
+        if errors:
+            raise ValidationError(errors)
+
+
+def present(original_data, camel_names):
+    """True if any of ``camel_names`` is in the raw object, in either spelling."""
+    return any(name in original_data or snake_case(name) in original_data for name in camel_names)
 
 
 def flatten_errors(errors, path=""):

@@ -60,7 +60,7 @@ def relay_stream(call, upstream):
     metrics.OPEN_STREAMS.inc()
 
     stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
-    try:
+    with _EndAccounted(call):
         try:
             for chunk in iter_body(upstream):
                 for unit in splitter.feed(chunk):
@@ -80,6 +80,7 @@ def relay_stream(call, upstream):
         finally:
             stop_watching()
             upstream.close()
+            metrics.OPEN_STREAMS.dec()
         if failure is not None:
             call.aborted = "upstream"
             error_json = orjson.dumps(failure.to_dict())
@@ -87,15 +88,6 @@ def relay_stream(call, upstream):
                 yield framing.sse_event(error_json)
             else:
                 yield framing.json_array_error_tail(splitter, error_json)
-    except GeneratorExit:
-        call.aborted = call.aborted or "client"
-        raise
-    except BaseException:  # the worker ending a stream at shutdown (GreenletExit): still account for it
-        call.aborted = call.aborted or "shutdown"
-        raise
-    finally:
-        stop_watching()
-        metrics.OPEN_STREAMS.dec()
 
 
 def relay_unary_chunks(call, upstream):
@@ -103,7 +95,7 @@ def relay_unary_chunks(call, upstream):
     call.status = upstream.status_code
     tail, tail_size = deque(), 0
     stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
-    try:
+    with _EndAccounted(call):
         try:
             for chunk in iter_body(upstream):
                 if call.first_byte_ms is None:
@@ -121,12 +113,25 @@ def relay_unary_chunks(call, upstream):
         finally:
             stop_watching()
             upstream.close()
-    except GeneratorExit:
-        call.aborted = call.aborted or "client"
-        raise
-    except BaseException:  # the worker ending a body at shutdown (GreenletExit): still account for it
-        call.aborted = call.aborted or "shutdown"
-        raise
+
+
+class _EndAccounted:
+    """Notes in the call how a relayed body ended when it did not finish by itself."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call):
+        self.call = call
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if kind is GeneratorExit:
+            self.call.aborted = self.call.aborted or "client"  # the server closed us: the caller is gone
+        elif kind is not None and not issubclass(kind, Exception):
+            self.call.aborted = self.call.aborted or "shutdown"  # GreenletExit: the worker is stopping
+        return False
 
 
 def _client_gone(call, upstream):

@@ -8,7 +8,6 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-import redis
 import responses
 
 from relay import create_app
@@ -18,51 +17,16 @@ from relay.errors import PermissionDenied, ResourceExhausted
 from relay.limits import Limits, model_allowed
 from relay.proxy import Call
 from relay.store import StoreError, open_store
-from tests.support.redis_server import start_redis
+from tests.support.clock import FakeClock
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp()
 QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
-class Clock:
-    def __init__(self, now=START):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
-
-
-@pytest.fixture(scope="module")
-def redis_url():
-    url, stop = start_redis()
-    yield url
-    stop()
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_location(request, tmp_path):
-    if request.param == "sqlite":
-        return None, str(tmp_path / "limits.db")
-    url = request.getfixturevalue("redis_url")
-    with redis.Redis.from_url(url) as admin:
-        admin.flushall()
-    return url, str(tmp_path / "unused.db")
-
-
-@pytest.fixture
-def store(store_location):
-    opened = open_store(*store_location)
-    yield opened
-    opened.close()
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return FakeClock(START)
 
 
 def managed(name="team-a", **limits):
@@ -191,7 +155,7 @@ def test_calls_within_the_token_budget_pass(store, clock):
 # --- tokens per day -----------------------------------------------------------------------------------------
 
 def test_daily_tokens(store):
-    clock = Clock(datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc).timestamp())
+    clock = FakeClock(datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc).timestamp())
     limits = Limits(store, clock)
     client = managed(daily_tokens=500)
     for tokens in (300, 200):

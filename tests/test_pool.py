@@ -14,19 +14,9 @@ from relay.errors import NotFound, ResourceExhausted, Unavailable
 from relay.store import StoreError
 from relay.store.sqlite import SqliteStore
 from relay.upstream.pool import MAX_BACKOFF, Pool, key_id, mask
+from tests.support.clock import FakeClock
 
 START = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now=START):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, seconds):
-        self.now += seconds
 
 
 class FailingStore:
@@ -40,7 +30,7 @@ class FailingStore:
 
 @pytest.fixture
 def clock():
-    return FakeClock()
+    return FakeClock(START)
 
 
 @pytest.fixture

@@ -96,9 +96,8 @@ class Call:
     status: int | None = None
     usage: dict | None = None
     first_byte_ms: float | None = None
-    aborted: str | None = None  # "client" or "upstream"
+    aborted: str | None = None  # "client", "upstream" or "shutdown"
     latency_ms: float = 0.0
-
 
 
 def forward(call, services):
@@ -135,7 +134,7 @@ def _forward(call, services):
 
 
 def open_upstream(call, services):
-    """Try targets in order until one answers 2xx or a non-retryable error; return (response|error body, target)."""
+    """Try targets in order until one answers 2xx or a non-retryable error: (response or UpstreamError, target)."""
     settings = services.settings
     targets = plan_targets(call, services)
     deadline = time.monotonic() + settings.retry_deadline

@@ -71,8 +71,10 @@ class RelayWorker(GeventWorker):
 
 
 def _stop_reading(client):
+    # On the OS socket: gevent's own shutdown() would throw "closed in another greenlet" into the waiting
+    # handler (a traceback in the log); the kernel's EOF lets it end like any client that went away.
     try:
-        client.shutdown(socket.SHUT_RD)
+        getattr(client, "_sock", client).shutdown(socket.SHUT_RD)
     except OSError:
         pass  # already gone
 

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-import orjson
 from flask import Response
 
 from relay import clientwatch, framing
@@ -18,7 +17,7 @@ from relay.errors import DeadlineExceeded, RelayError, Unavailable
 from relay.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import UpstreamFailure, read_limited, send
 from relay.upstream.pool import Target
-from relay.upstream.verdict import classify_error
+from relay.upstream.verdict import classify_error, google_error
 
 INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
@@ -42,6 +41,7 @@ class UpstreamError:
     status: int
     headers: object
     body: bytes
+    google_shaped: bool
 
 
 class UpstreamHttpError(RelayError):
@@ -160,11 +160,13 @@ def open_upstream(call, services):
         if response.status_code < 400:
             services.record(call, target, "ok")
             return response, target
-        error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), target, call)
-        last_outcome, retry_delay, quota_model = classify_error(response.status_code, error_body)
+        error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), call_secrets(call, target))
+        error = google_error(error_body)
+        last_outcome, retry_delay, quota_model = classify_error(response.status_code, error)
         services.record(call, target, last_outcome, retry_delay=retry_delay,
                         model=call.upstream_model if quota_model else None)
-        last_error, last_failure = UpstreamError(response.status_code, response.headers, error_body), None
+        last_error = UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
+        last_failure = None
         if last_outcome == "rate_limited" and (soonest_429 is None or (retry_delay or INF) < soonest_429[0]):
             soonest_429 = (retry_delay or INF, last_error)
         if last_outcome == "caller_error":
@@ -195,10 +197,16 @@ def upstream_url(call):
     return f"/{call.version}/{call.resource}{query}"
 
 
-def scrub(body, target, call):
-    """Remove any key (upstream or the caller's) that an upstream error body might echo back."""
-    for secret in (target.key, getattr(call.client, "passthrough_key", None)):
-        if secret and len(secret) >= 8:
+def call_secrets(call, target):
+    """The keys an upstream answer to ``call`` must never carry back: the upstream key, the caller's own."""
+    return [secret for secret in (target.key if target else None, getattr(call.client, "passthrough_key", None))
+            if secret]
+
+
+def scrub(body, secrets):
+    """Remove any key that an upstream error body might echo back."""
+    for secret in secrets:
+        if len(secret) >= 8:
             body = body.replace(secret.encode(), b"[redacted]")
     return body
 
@@ -206,7 +214,7 @@ def scrub(body, target, call):
 def upstream_error_response(call, error):
     """Relay an upstream error as it came, if it is Google-shaped; otherwise say the same thing in Google's shape."""
     call.status = error.status
-    if not _google_shaped(error.body):
+    if not error.google_shaped:
         # An HTML 502 page from a front end, an empty 500: callers and SDKs expect {"error": {...}}.
         raise UpstreamHttpError(error.status, f"The upstream answered HTTP {error.status} without a Google error body.")
     headers = response_headers(error.headers, call)
@@ -214,20 +222,9 @@ def upstream_error_response(call, error):
     return Response(error.body, status=error.status, headers=headers)
 
 
-def _google_shaped(body):
-    try:
-        error = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return False
-    if isinstance(error, list) and len(error) == 1:
-        error = error[0]
-    return isinstance(error, dict) and isinstance(error.get("error"), dict)
-
-
 def response_headers(upstream_headers, call):
     """The upstream's headers worth relaying; any header that would carry a key is dropped."""
-    secrets = [secret for secret in (call.target.key if call.target else None,
-                                     getattr(call.client, "passthrough_key", None)) if secret]
+    secrets = call_secrets(call, call.target)
     return {
         name: value for name, value in upstream_headers.items()
         if name.lower() not in DROP_RESPONSE_HEADERS and not any(secret in value for secret in secrets)

@@ -12,9 +12,22 @@ from relay.errors import parse_duration
 RETRYABLE_STATUS = {429, 500, 502, 503, 504}
 
 
-def classify_error(status, body):
-    """What an upstream error means for the key: (outcome, retry delay in seconds or None, per-model quota?)."""
-    info = _error_info(body)
+def google_error(body):
+    """The ``error`` object of a Google-shaped error body (also when wrapped in a one-element array), or None."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(parsed, list) and len(parsed) == 1:
+        parsed = parsed[0]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def classify_error(status, error):
+    """What an upstream error (``google_error``'s object, or None) means for the key:
+    (outcome, retry delay in seconds or None, per-model quota?)."""
+    info = _error_info(error)
     if status == 429:
         return "rate_limited", info.get("retry_delay"), info.get("per_model", False)
     if status == 400 and info.get("reason") == "API_KEY_INVALID":
@@ -37,15 +50,8 @@ def _mentions_key(message):
     return "api key" in lowered or "consumer" in lowered or "suspended" in lowered
 
 
-def _error_info(body):
-    try:
-        error = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return {}
-    if isinstance(error, list) and len(error) == 1:
-        error = error[0]
-    error = error.get("error") if isinstance(error, dict) else None
-    if not isinstance(error, dict):
+def _error_info(error):
+    if error is None:
         return {}
     info = {"message": str(error.get("message", ""))}
     for detail in error.get("details") or ():

@@ -109,7 +109,7 @@ def _finish(response):
         accesslog.write(accesslog.access_line(request_id, http_method, route, final_status, started, call))
         metrics.request_done(route, call.requested_model if call else None, final_status, time.perf_counter() - started)
 
-    # Relayed streams bypass werkzeug's closing wrapper (see proxy.StreamBody) and run it themselves.
+    # Relayed streams bypass werkzeug's closing wrapper (see streams.StreamBody) and run it themselves.
     body = response.response if response.direct_passthrough else None
     (body.call_on_close if isinstance(body, StreamBody) else response.call_on_close)(done)
     return response

@@ -14,6 +14,7 @@ import tempfile
 
 import gevent
 from gunicorn.glogging import Logger
+from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 # -- where to listen --------------------------------------------------------------------------------
@@ -38,6 +39,7 @@ class RelayWorker(GeventWorker):
     def init_process(self):
         self._clients = set()
         self._serving = {}  # client socket -> the greenlet serving a request on it
+        wsgi.Response = OneWriteResponse  # gunicorn builds each response with the module's class
         super().init_process()
 
     def handle(self, listener, client, addr):
@@ -68,6 +70,76 @@ class RelayWorker(GeventWorker):
         gevent.sleep(graceful - min(3.0, graceful / 2))
         for greenlet in list(self._serving.values()):
             gevent.kill(greenlet)  # the stream ends, its usage row is queued, then flushed
+
+
+class OneWriteResponse(wsgi.Response):
+    """gunicorn's response, with the header block sent in the same write as the first piece of the body.
+
+    gunicorn writes the headers and then the body: two segments, two wake-ups for the caller, which cannot
+    use either alone (SDKs wait for the whole unary body, or the first whole event). Here the header block
+    is held back by ``send_headers`` and goes out with the first body bytes gunicorn frames; anything that
+    writes no body (an empty write, HEAD, a file sent with sendfile, the end of the response) sends it at
+    once, just as gunicorn would have.
+    """
+
+    ONE_WRITE_MAX = 256 * 1024  # a larger first piece is written after the headers, not copied behind them
+    _held = None
+    _hold = True
+
+    def send_headers(self):
+        if self.headers_sent or not self._hold:
+            return super().send_headers()
+        real, self.sock = self.sock, _Gather()
+        try:
+            super().send_headers()
+        finally:
+            gathered, self.sock = self.sock, real
+        self._held = gathered.data
+
+    def _emit_body(self, data):
+        held, self._held = self._held, None
+        if held is None:
+            return super()._emit_body(data)
+        if len(data) > self.ONE_WRITE_MAX:
+            self.sock.sendall(held)
+            return super()._emit_body(data)
+        real, self.sock = self.sock, _Gather(held)
+        try:
+            super()._emit_body(data)  # gunicorn frames the body (chunked or not) behind the held headers
+        finally:
+            gathered, self.sock = self.sock, real
+        real.sendall(gathered.data)
+
+    def write(self, arg):
+        super().write(arg)
+        self._flush()  # the write carried no body: the headers go now, as gunicorn's own would
+
+    def sendfile(self, respiter):
+        self._flush()
+        self._hold = False
+        return super().sendfile(respiter)
+
+    def close(self):
+        self._flush()
+        self._hold = False
+        super().close()
+
+    def _flush(self):
+        held, self._held = self._held, None
+        if held is not None:
+            self.sock.sendall(held)
+
+
+class _Gather:
+    """Stands in for the socket while gunicorn writes: keeps the bytes for one sendall."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data=b""):
+        self.data = data
+
+    def sendall(self, data):
+        self.data += data
 
 
 def _stop_reading(client):

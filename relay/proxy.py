@@ -218,14 +218,16 @@ def upstream_error_response(call, error):
         # An HTML 502 page from a front end, an empty 500: callers and SDKs expect {"error": {...}}.
         raise UpstreamHttpError(error.status, f"The upstream answered HTTP {error.status} without a Google error body.")
     headers = response_headers(error.headers, call)
-    headers.setdefault("Content-Type", "application/json; charset=UTF-8")
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json; charset=UTF-8"))
     return Response(error.body, status=error.status, headers=headers)
 
 
 def response_headers(upstream_headers, call):
-    """The upstream's headers worth relaying; any header that would carry a key is dropped."""
+    """The upstream's headers worth relaying, repeated ones kept apart as sent; any that would carry a key is
+    dropped."""
     secrets = call_secrets(call, call.target)
-    return {
-        name: value for name, value in upstream_headers.items()
+    return [
+        (name, value) for name, value in upstream_headers.items()
         if name.lower() not in DROP_RESPONSE_HEADERS and not any(secret in value for secret in secrets)
-    }
+    ]

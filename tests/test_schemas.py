@@ -379,7 +379,7 @@ def test_json_content_types_are_accepted(relayed, content_type):
     assert sent == json.dumps(generate()).encode()
 
 
-# -- contents already validated are remembered, never trusted blindly --------------------------------
+# -- contents and configs already validated are remembered, never trusted blindly --------------------
 
 def test_a_new_bad_turn_is_reported_after_turns_that_were_validated_before(relayed, google_error, mock_upstream):
     history = [{"role": "user" if index % 2 == 0 else "model", "parts": [{"text": f"turn {index}"}]} for index in range(6)]
@@ -407,8 +407,36 @@ def test_the_same_content_is_judged_the_same_whether_remembered_or_not():
 def test_remembered_contents_are_bounded(monkeypatch):
     from relay.schemas import gemini, validate_body
 
-    monkeypatch.setattr(gemini, "VALIDATED_CONTENTS_MAX", 3)
-    monkeypatch.setattr(gemini, "_VALIDATED_CONTENTS", set())
+    monkeypatch.setattr(gemini, "VALIDATED_MAX", 3)
+    monkeypatch.setattr(gemini, "_VALIDATED", set())
     for index in range(10):
-        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": f"distinct {index}"}]}]})
-        assert len(gemini._VALIDATED_CONTENTS) <= 3
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": f"distinct {index}"}]}],
+                                          "generationConfig": {"temperature": index / 10}})
+        assert len(gemini._VALIDATED) <= 3
+
+
+def test_a_remembered_generation_config_does_not_vouch_for_a_different_one():
+    from relay.errors import InvalidArgument
+    from relay.schemas import validate_body
+
+    good = {"temperature": 0.5, "thinkingConfig": {"thinkingBudget": 128}}
+    for _ in range(2):  # the second time from memory
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}],
+                                          "generationConfig": good, "systemInstruction": {"parts": [{"text": "b"}]}})
+    with pytest.raises(InvalidArgument) as raised:
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}],
+                                          "generationConfig": {**good, "temperature": 5},
+                                          "systemInstruction": {"parts": [{"text": "b", "thought": "x"}]}})
+    fields = {violation["field"] for violation in raised.value.to_dict()["error"]["details"][0]["fieldViolations"]}
+    assert fields == {"generationConfig.temperature", "systemInstruction.parts[0].thought"}
+
+
+def test_an_object_valid_in_one_place_is_still_checked_in_another():
+    """Memory is per schema: a dict that passed as a generationConfig is not thereby a valid Content."""
+    from relay.errors import InvalidArgument
+    from relay.schemas import validate_body
+
+    shared = {"role": "system"}  # fine as a generationConfig (unknown field kept), not as a Content
+    validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "generationConfig": shared})
+    with pytest.raises(InvalidArgument):
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "systemInstruction": shared})

@@ -152,6 +152,18 @@ def test_sse_bytes_are_identical_to_upstream(managed_relay, fake_upstream):
     assert_forwarded(entry, path=f"/v1beta/models/{MODEL}:streamGenerateContent", query="alt=sse", body=RAW_BODY)
 
 
+@pytest.mark.parametrize("query", ["", "?alt=sse"])
+def test_repeated_upstream_headers_reach_the_caller_apart(managed_relay, fake_upstream, query):
+    """Google sends Vary three times; relay passes each one on, as sent (not folded into one line)."""
+    method = "streamGenerateContent" if query else "generateContent"
+    with relay_post(managed_relay, f"/v1beta/models/{MODEL}:{method}{query}", {"x-goog-api-key": CLIENT_KEY},
+                    stream=True) as response:
+        b"".join(response.iter_content(chunk_size=None))
+        assert response.status_code == 200
+        assert response.raw.headers.getlist("Vary") == ["Origin", "X-Origin", "Referer"]
+        assert response.raw.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+
+
 def test_json_array_stream_bytes_are_identical_to_upstream(managed_relay, fake_upstream):
     with relay_post(managed_relay, "/v1beta/models/gemini-flash-latest:streamGenerateContent",
                     {"x-goog-api-key": CLIENT_KEY}, stream=True) as response:

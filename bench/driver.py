@@ -240,12 +240,15 @@ async def one_stream(connection, path, headers, body, timeout):
     return status, started, recorder
 
 
-async def sse_load(host, port, path, headers, body, concurrency, streams_each, expected_events, timeout=30.0):
-    """`concurrency` connections each running `streams_each` streams back to back."""
+async def sse_load(host, port, path, headers, body, concurrency, streams_each, expected_events, timeout=30.0,
+                   stagger_s=0.0):
+    """`concurrency` connections each running `streams_each` streams back to back, connection i starting
+    ``i * stagger_s`` seconds after the first (so that stream starts are spread out, not simultaneous)."""
     ttfe, delays, gaps, errors = [], [], [], {}
     totals = {"streams": 0, "events": 0, "coalesced": 0}
 
-    async def worker():
+    async def worker(index):
+        await asyncio.sleep(index * stagger_s)
         connection = None
         for _ in range(streams_each):
             try:
@@ -273,7 +276,7 @@ async def sse_load(host, port, path, headers, body, concurrency, streams_each, e
         if connection is not None:
             connection.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(index) for index in range(concurrency)))
     return {
         "tool": "asyncio", **totals,
         "ttfe_p50_ms": ms(percentile(ttfe, 0.50)), "ttfe_p99_ms": ms(percentile(ttfe, 0.99)),

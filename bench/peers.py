@@ -219,6 +219,22 @@ def start_relay(workdir, upstream_port, workers=2):
     return service
 
 
+def start_stack(workdir, upstream_port, workers=2):
+    """The design card's bare framework (bench/stack_app.py) under gunicorn's gevent worker, like relay."""
+    gunicorn = shutil.which("gunicorn")
+    if gunicorn is None:
+        raise Unavailable("gunicorn not installed")
+    port = free_port()
+    env = {"BENCH_UPSTREAM": f"http://127.0.0.1:{upstream_port}"}
+    command = [gunicorn, "-k", "gevent", "-w", str(workers), "--worker-connections", "10000", "--bind",
+               f"127.0.0.1:{port}", "--log-level", "warning", "bench.stack_app:app"]
+    process, log_path = launch("stack", command, workdir, env, cwd=REPO)
+    service = Service("stack", process, port, log_path)
+    wait_http(service, "/", 60, expect=(404, 405))  # up: the app answers (it only has a POST route)
+    service.restart = lambda: start_stack(workdir, upstream_port, workers)
+    return service
+
+
 LITELLM_CONF_HEAD = "model_list:\n"
 LITELLM_MODEL = """  - model_name: {model}
     litellm_params:

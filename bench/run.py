@@ -196,9 +196,12 @@ async def scenario_sse(targets, plan, options, results):
     for round_index in range(plan["rounds"]):
         for target in rotated(targets, round_index):
             ensure_alive(targets, results)
+            # The connections start one event gap apart, spread over it: simultaneous starts would time
+            # how stream set-ups queue behind each other on 2 workers, not what a stream's first event waits.
             result = await driver.sse_load("127.0.0.1", target.port, target.path(model, "streamGenerateContent"),
                                            target.headers, UNARY_REQUEST, plan["sse_connections"],
-                                           plan["sse_streams_each"], events)
+                                           plan["sse_streams_each"], events,
+                                           stagger_s=gap / 1000 / plan["sse_connections"])
             samples = result.pop("samples")
             pooled[target.name]["ttfe"] += samples["ttfe_ns"]
             pooled[target.name]["delay"] += samples["delay_ns"]
@@ -299,12 +302,15 @@ def start_targets(plan, options, workdir, results):
     targets = [Target("floor", upstream)]
     models = [MODEL, IMAGE_MODEL, f"{MODEL}-e{plan['sse_events']}-g{plan['sse_gap_ms']}",
               f"{MODEL}-e{plan['hold_events']}-g{plan['hold_gap_ms']}"]
-    wanted = ["relay"] if options.smoke else ["nginx", "relay", "litellm"]
+    wanted = ["relay"] if options.smoke else ["nginx", "stack", "relay", "litellm"]
     for name in wanted:
         try:
             if name == "nginx":
                 service = peers.start_nginx(workdir, upstream.port)
                 targets.append(Target("nginx", service))
+            elif name == "stack":
+                service = peers.start_stack(workdir, upstream.port)
+                targets.append(Target("stack", service))
             elif name == "relay":
                 service = peers.start_relay(workdir, upstream.port)
                 targets.append(Target("relay", service, headers={"x-goog-api-key": peers.CLIENT_KEY}))

@@ -65,4 +65,7 @@ def usage_summary(usage):
 
 
 def write(line):
-    log.info(orjson.dumps(line).decode())
+    # Logger.info would also walk the stack to find its caller (findCaller), for a record that never
+    # shows it: one access line per request makes that a cost worth skipping.
+    if log.isEnabledFor(logging.INFO):
+        log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, orjson.dumps(line).decode(), None, None))

@@ -54,31 +54,47 @@ def model_label(model):
     return model
 
 
+_children = {}
+
+
+def child(metric, *values):
+    """``metric.labels(*values)``, looked up once: label values are bounded, so are the children kept here.
+
+    prometheus_client re-validates the values and takes a lock on every ``labels`` call; on the request
+    path that is several calls per request for series that exist after the first minute.
+    """
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
+
+
 def request_done(route, model, status, seconds):
     # An unauthenticated caller must not be able to mint label values (or see its key echoed as one).
     model = "" if status == 401 else model_label(model)
-    REQUESTS.labels(route, model, str(status)).inc()
-    LATENCY.labels(route).observe(seconds)
+    child(REQUESTS, route, model, str(status)).inc()
+    child(LATENCY, route).observe(seconds)
 
 
 def attempt(upstream, outcome, retry_reason=None):
-    ATTEMPTS.labels(upstream, outcome).inc()
+    child(ATTEMPTS, upstream, outcome).inc()
     if retry_reason:
-        RETRIES.labels(upstream, retry_reason).inc()
+        child(RETRIES, upstream, retry_reason).inc()
 
 
 def key_blocked(upstream, kind):
-    COOLDOWNS.labels(upstream, kind).inc()
+    child(COOLDOWNS, upstream, kind).inc()
 
 
 def first_byte(model, seconds):
-    TTFB.labels(model_label(model)).observe(seconds)
+    child(TTFB, model_label(model)).observe(seconds)
 
 
 def tokens(model, upstream_model, row):
     for kind in TOKEN_KINDS:
         if row.get(kind):
-            TOKENS.labels(model_label(model), model_label(upstream_model), kind.removesuffix("_tokens")).inc(row[kind])
+            child(TOKENS, model_label(model), model_label(upstream_model), kind.removesuffix("_tokens")).inc(row[kind])
 
 
 def exposition():

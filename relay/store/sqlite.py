@@ -93,6 +93,8 @@ class SqliteStore(Store):
         # child could disturb the parent's locks (SQLite: "do not carry a connection across fork").
         self._inherited_connection: sqlite3.Connection | None = None
         self._lock = threading.RLock()
+        # The last blocked_keys answer: (connection, data_version, asked at, rows). See blocked_keys.
+        self._blocked = None
 
     def _db(self) -> sqlite3.Connection:
         if self._connection is not None and self._connection_pid == os.getpid():
@@ -118,6 +120,7 @@ class SqliteStore(Store):
         read-modify-write never fails half-way on a lock upgrade); commit, or roll back on error."""
         with self._lock:
             connection = self._db()
+            self._blocked = None  # this connection's own commits do not move data_version
             connection.execute("BEGIN IMMEDIATE")
             try:
                 yield connection
@@ -130,8 +133,18 @@ class SqliteStore(Store):
     # Upstream key health
 
     def blocked_keys(self, now):
-        rows = self._read("SELECT key_id, until, state FROM key_health WHERE state != 'healthy' AND until > ?", (now,))
-        return {key_id: (until, state) for key_id, until, state in rows}
+        # Asked on every request. PRAGMA data_version changes when another connection (worker) commits,
+        # so the previous answer, less the blocks that have run out since, stays exact until it does.
+        with self._lock:
+            connection = self._db()
+            version = connection.execute("PRAGMA data_version").fetchone()[0]
+            last = self._blocked
+            if last is None or last[0] is not connection or last[1] != version or now < last[2]:
+                rows = connection.execute(
+                    "SELECT key_id, until, state FROM key_health WHERE state != 'healthy' AND until > ?", (now,),
+                ).fetchall()
+                last = self._blocked = (connection, version, now, rows)
+        return {key_id: (until, state) for key_id, until, state in last[3] if until > now}
 
     def cool_down(self, key_id, until, reason, now):
         with self._write() as connection:

@@ -10,6 +10,7 @@ read by a direct parser instead of the ``email`` package (see :func:`parse_respo
 they take about a third off the CPU an upstream round trip costs; bench/README.md has the numbers.
 """
 
+import datetime
 import email.parser
 import http.client
 import re
@@ -145,7 +146,7 @@ class RelayAdapter(HTTPAdapter):
         return request.url[len(origin_of(request.url)):] or "/"
 
     def build_response(self, req, resp):
-        response = requests.Response()
+        response = UpstreamResponse()
         response.status_code = resp.status
         response.headers = resp.headers
         response.raw = resp
@@ -154,6 +155,36 @@ class RelayAdapter(HTTPAdapter):
         response.request = req
         response.connection = self
         return response
+
+
+class UpstreamResponse(requests.Response):
+    """A requests Response that makes its (always empty: relay keeps no cookies) cookie jar only if asked.
+
+    A RequestsCookieJar is built with its own lock for every Response, a tenth of the adapter's cost.
+    """
+
+    def __getattr__(self, name):
+        if name == "cookies":
+            self.cookies = requests.cookies.cookiejar_from_dict({})
+            return self.cookies
+        raise AttributeError(name)
+
+    def __init__(self):  # requests.Response.__init__, minus the cookie jar
+        self._content = False
+        self._content_consumed = False
+        self._next = None
+        self.status_code = None
+        self.headers = None
+        self.raw = None
+        self.url = None
+        self.encoding = None
+        self.history = []
+        self.reason = None
+        self.elapsed = _NO_TIME
+        self.request = None
+
+
+_NO_TIME = datetime.timedelta(0)
 
 
 def origin_of(url):
@@ -169,6 +200,7 @@ def make_session(pool_size=2048):
     adapter = RelayAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0, pool_block=False)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    session.relay_adapter = adapter  # send() skips the Session's prefix search: one adapter serves both
     return session
 
 
@@ -194,7 +226,8 @@ def send(session, method, url, headers, body, timeout):
     if resolved is None:
         resolved = _timeouts[timeout] = Timeout(connect=timeout[0], read=timeout[1])
     try:
-        return session.get_adapter(url).send(prepared, stream=True, timeout=resolved)
+        adapter = getattr(session, "relay_adapter", None) or session.get_adapter(url)
+        return adapter.send(prepared, stream=True, timeout=resolved)
     except requests.ConnectTimeout as exc:
         raise UpstreamFailure("connect_timeout", type(exc).__name__) from None
     except requests.Timeout as exc:

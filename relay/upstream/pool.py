@@ -78,6 +78,10 @@ class Pool:
             key_id(upstream.name, key): Target(upstream, key, key_id(upstream.name, key))
             for upstream in settings.upstreams for key in upstream.keys
         }
+        self._targets_by_upstream = {
+            upstream.name: [self.targets_by_id[key_id(upstream.name, key)] for key in upstream.keys]
+            for upstream in settings.upstreams
+        }
 
     def serving(self, upstream_model):
         """Upstreams whose model patterns match; every upstream for calls about no model (None)."""
@@ -209,11 +213,11 @@ class Pool:
             return {}
 
     def _rotated_keys(self, upstream):
-        if not upstream.keys:
+        targets = self._targets_by_upstream[upstream.name]
+        if not targets:
             return []
-        start = next(self._rotation[upstream.name]) % len(upstream.keys)
-        ordered = upstream.keys[start:] + upstream.keys[:start]
-        return [self.targets_by_id[key_id(upstream.name, key)] for key in ordered]
+        start = next(self._rotation[upstream.name]) % len(targets)
+        return targets[start:] + targets[:start]
 
     def _weighted_shuffle(self, upstreams):
         # Efraimidis–Spirakis: sort by u^(1/w), so heavier upstreams tend to come first.

@@ -93,6 +93,21 @@ def test_two_redis_instances_share_cooldowns(redis_url, tmp_path):
     assert instance_a.blocked_keys(T) == {"google:b2": (T + 600, "disabled")}
 
 
+def test_two_sqlite_workers_see_each_others_key_states_at_once(tmp_path):
+    """Each worker remembers its last blocked_keys answer; a commit by another one must still show at once."""
+    path = str(tmp_path / "shared.sqlite3")
+    worker_a, worker_b = open_store(None, path), open_store(None, path)
+    assert worker_a.blocked_keys(T) == {}  # remembered by a
+    worker_b.cool_down("google:a1", T + 30, "429", T)
+    assert worker_a.blocked_keys(T) == {"google:a1": (T + 30, "cooling")}
+    worker_a.disable("google:b2", T + 600, "403", T)  # a's own write
+    assert worker_a.blocked_keys(T + 1) == {"google:a1": (T + 30, "cooling"), "google:b2": (T + 600, "disabled")}
+    assert worker_a.blocked_keys(T + 31) == {"google:b2": (T + 600, "disabled")}  # a cooldown runs out
+    assert worker_a.blocked_keys(T) == {"google:a1": (T + 30, "cooling"), "google:b2": (T + 600, "disabled")}
+    worker_b.clear_key("google:b2")
+    assert worker_a.blocked_keys(T + 31) == {}
+
+
 # Context-cache ownership
 
 def test_caches_expire_by_now_and_filter_by_client(store):

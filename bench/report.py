@@ -138,6 +138,27 @@ def verdicts(results, plan):
     return found
 
 
+def framework_rows(results, plan):
+    """The missed-or-met latency and throughput goals, measured for the bare framework (the "stack" target)
+    beside relay: what the design card's Flask + requests + gunicorn cost before relay adds anything."""
+    rows = []
+    unary_high = scenario(results, f"unary_c{max(plan['concurrency'])}")
+    if "stack" in unary_high and "relay" in unary_high:
+        litellm_rps = best_litellm(unary_high, "rps")
+        rows.append([f"unary c={max(plan['concurrency'])} req/s (× LiteLLM's best route)",
+                     f"{unary_high['stack']['rps']} ({ratio(unary_high['stack']['rps'], litellm_rps)}x)",
+                     f"{unary_high['relay']['rps']} ({ratio(unary_high['relay']['rps'], litellm_rps)}x)"])
+    unary_one = scenario(results, "unary_c1")
+    if "stack" in unary_one and "relay" in unary_one:
+        rows.append(["unary c=1 added p50 ms", added(unary_one["stack"]["p50_ms"], unary_one["floor"]["p50_ms"]),
+                     added(unary_one["relay"]["p50_ms"], unary_one["floor"]["p50_ms"])])
+    sse = scenario(results, "sse")
+    if "stack" in sse and "relay" in sse:
+        rows.append(["SSE added time-to-first-event p50 ms", added(sse["stack"]["ttfe_p50_ms"], sse["floor"]["ttfe_p50_ms"]),
+                     added(sse["relay"]["ttfe_p50_ms"], sse["floor"]["ttfe_p50_ms"])])
+    return rows
+
+
 def cell(value, suffix=""):
     return "–" if value is None else f"{value}{suffix}"
 
@@ -231,6 +252,12 @@ def render(results):
         out += ["## Targets", "", table(["goal", "measured", "result"],
                                         [[v["goal"], v["measured"], {True: "PASS", False: "**MISS**", None: "n/a"}[v["pass"]]]
                                          for v in found]), ""]
+    beside = framework_rows(results, plan)
+    if beside:
+        out += ["### Relay beside the bare framework", "",
+                "`stack` is Flask + a plain requests Session + gunicorn's gevent worker forwarding bytes, with "
+                "none of relay (bench/stack_app.py): the design card's framework on its own, in this same run.", "",
+                table(["measure", "stack (framework only)", "relay"], beside), ""]
     for concurrency in plan["concurrency"]:
         if f"unary_c{concurrency}" in results["scenarios"]:
             out += [f"## 1. Unary generateContent (~1 KB each way), concurrency {concurrency}", "",

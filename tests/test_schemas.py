@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relay.errors import BAD_REQUEST_TYPE
 
@@ -440,3 +442,26 @@ def test_an_object_valid_in_one_place_is_still_checked_in_another():
     validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "generationConfig": shared})
     with pytest.raises(InvalidArgument):
         validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "systemInstruction": shared})
+
+
+def test_a_large_part_is_checked_every_time_instead_of_remembered(monkeypatch):
+    """Hashing a 20 MB inlineData would cost more than validating it: large objects are not remembered."""
+    from relay.errors import InvalidArgument
+    from relay.schemas import gemini, validate_body
+
+    monkeypatch.setattr(gemini, "_VALIDATED", set())
+    image = {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "QUJD" * 100_000}}]}
+    validate_body("generateContent", {"contents": [image]})
+    validate_body("generateContent", {"contents": [image]})
+    assert gemini._VALIDATED == set()
+    broken = {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "QUJD" * 100_000 + "!"}}]}
+    with pytest.raises(InvalidArgument):
+        validate_body("generateContent", {"contents": [broken]})
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("AZaz09+/_-=!. \n\u00e9\u20ac")), max_size=24))
+def test_the_fast_base64_check_agrees_with_the_pattern(value):
+    from relay.schemas import gemini
+
+    assert gemini._is_base64(value) == (gemini._BASE64.fullmatch(value) is not None)

@@ -14,6 +14,7 @@ from relay.schemas.base import GeminiSchema, present
 
 # Standard or URL-safe alphabet, padding optional: what proto3 JSON accepts for `bytes`.
 _BASE64 = re.compile(r"[A-Za-z0-9+/_-]*={0,2}")
+_BASE64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/_-"
 PART_DATA_FIELDS = (
     "text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode", "codeExecutionResult",
 )
@@ -25,8 +26,18 @@ def validate_base64(value):
         raise ValidationError("Not a valid string.")
     if value.startswith("data:"):
         raise ValidationError("Must be plain base64, not a data: URI; send the MIME type in mimeType.")
-    if len(value) % 4 == 1 or not _BASE64.fullmatch(value):
+    if len(value) % 4 == 1 or not _is_base64(value):
         raise ValidationError("Must be base64-encoded bytes.")
+
+
+def _is_base64(value):
+    """``_BASE64.fullmatch(value)``, at C speed: a 20 MB image is checked in milliseconds, not tens of them."""
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        return False
+    digits = raw.rstrip(b"=")
+    return len(raw) - len(digits) <= 2 and not digits.translate(None, _BASE64_ALPHABET)
 
 
 class Blob(GeminiSchema):
@@ -66,11 +77,31 @@ VALIDATED_MAX = 20_000
 _VALIDATED = set()
 
 
+# An object carrying more than this in strings is validated every time instead: serialising a 20 MB
+# inlineData part to hash it costs more than checking it (the base64 check is one regex pass).
+MEMO_MAX_TEXT = 256 * 1024
+
+
 def _memo_key(kind, value):
+    if _text_size(value) > MEMO_MAX_TEXT:
+        return None
     try:
         return hash((kind, orjson.dumps(value)))
     except TypeError:  # beyond JSON (an integer past 64 bits): validate it every time
         return None
+
+
+def _text_size(value, depth=0):
+    """Roughly how many characters the strings in ``value`` hold, down to a part's inlineData.data."""
+    if isinstance(value, str):
+        return len(value)
+    if depth >= 5:
+        return 0
+    if isinstance(value, dict):
+        return sum(_text_size(item, depth + 1) for item in value.values())
+    if isinstance(value, list):
+        return sum(_text_size(item, depth + 1) for item in value)
+    return 0
 
 
 def _remember(key):

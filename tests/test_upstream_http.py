@@ -227,3 +227,18 @@ def header_blocks(draw):
 @given(header_blocks())
 def test_the_direct_parser_matches_the_email_package(block):
     assert described(upstream_http.parse_response_headers(io.BytesIO(block))) == described(email_parse(block))
+
+
+def test_under_gevent_an_attempt_lets_waiting_answers_go_first(server, monkeypatch):
+    """One cooperative yield before each upstream call: at saturation, answers already back are relayed
+    before new calls start (without it gevent's loop let p99 grow ~10x at 64 callers on 2 workers)."""
+    yields = []
+    monkeypatch.setattr(upstream_http, "is_module_patched", lambda name: name == "socket")
+    monkeypatch.setattr(upstream_http.gevent, "sleep", lambda seconds=0: yields.append(seconds))
+    call(upstream_http.make_session(), server.url)
+    assert yields == [0]
+
+
+def test_without_gevent_an_attempt_does_not_yield(server, monkeypatch):
+    monkeypatch.setattr(upstream_http.gevent, "sleep", lambda seconds=0: pytest.fail("yielded outside gevent"))
+    assert call(upstream_http.make_session(), server.url)[1] == ANSWER

@@ -77,13 +77,13 @@ VALIDATED_MAX = 20_000
 _VALIDATED = set()
 
 
-# An object carrying more than this in strings is validated every time instead: serialising a 20 MB
-# inlineData part to hash it costs more than checking it (the base64 check is one regex pass).
-MEMO_MAX_TEXT = 256 * 1024
+# A part carrying a string longer than this is validated every time instead: serialising a 20 MB
+# inlineData part to hash it costs more than checking it (the base64 check is one C-speed pass).
+MEMO_MAX_STRING = 256 * 1024
 
 
 def _memo_key(kind, value):
-    if _text_size(value) > MEMO_MAX_TEXT:
+    if _has_large_part(value):
         return None
     try:
         return hash((kind, orjson.dumps(value)))
@@ -91,17 +91,19 @@ def _memo_key(kind, value):
         return None
 
 
-def _text_size(value, depth=0):
-    """Roughly how many characters the strings in ``value`` hold, down to a part's inlineData.data."""
-    if isinstance(value, str):
-        return len(value)
-    if depth >= 5:
-        return 0
-    if isinstance(value, dict):
-        return sum(_text_size(item, depth + 1) for item in value.values())
-    if isinstance(value, list):
-        return sum(_text_size(item, depth + 1) for item in value)
-    return 0
+def _has_large_part(value):
+    """True if a Content-shaped ``value`` has a part whose text or inlineData is large (a few lookups a part)."""
+    parts = value.get("parts") if isinstance(value, dict) else None
+    if not isinstance(parts, list):
+        return False
+    for part in parts:
+        if isinstance(part, dict):
+            text, blob = part.get("text"), part.get("inlineData")
+            if isinstance(text, str) and len(text) > MEMO_MAX_STRING:
+                return True
+            if isinstance(blob, dict) and isinstance(blob.get("data"), str) and len(blob["data"]) > MEMO_MAX_STRING:
+                return True
+    return False
 
 
 def _remember(key):

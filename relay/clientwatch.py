@@ -25,7 +25,7 @@ def watch(client_socket, on_gone):
 
     Returns a function that stops watching; call it when the response is over.
     """
-    if gevent is None or client_socket is None or not monkey.is_module_patched("socket"):
+    if not _watchable(client_socket):
         return _nothing
     # gevent's socket wraps the OS socket; the callback runs in the hub, where only non-blocking calls
     # are allowed, so it peeks on the wrapped one.
@@ -53,6 +53,11 @@ def watch(client_socket, on_gone):
     return stop
 
 
+def _watchable(client_socket):
+    """A caller's socket under gevent's patched sockets (gunicorn's gevent worker), where the loop can watch it."""
+    return gevent is not None and client_socket is not None and monkey.is_module_patched("socket")
+
+
 def _nothing():
     return None
 
@@ -68,7 +73,7 @@ def interrupt_on_hangup(client_socket):
     like a gevent.Timeout, the exception is thrown into the greenlet from the event loop, so whatever
     upstream read it is blocked in unwinds and closes its connection.  After stop() nothing is thrown.
     """
-    if gevent is None or client_socket is None or not monkey.is_module_patched("socket"):
+    if not _watchable(client_socket):
         return _nothing
     request_greenlet = gevent.getcurrent()
     active = [True]

@@ -9,10 +9,11 @@ import re
 
 import orjson
 from flask import Blueprint, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from relay import caches
 from relay.auth import presented_key
-from relay.errors import MethodNotAllowed, NotFound, PayloadTooLarge, bad_request, render_json
+from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.plugins import PluginContext
 from relay.proxy import FORWARD_REQUEST_HEADERS, Call, forward
 from relay.schemas import validate_body
@@ -71,8 +72,9 @@ def list_models(version, collection):
 
 @bp.get(f"/{VERSION}/{COLLECTION}/<model>")
 def get_model(version, collection, model):
-    if model.rpartition(":")[2] in MODEL_METHODS:
-        raise MethodNotAllowed(f"Method GET is not allowed for {model.rpartition(':')[2]}; it takes POST.", headers={"Allow": "POST"})
+    method = model.rpartition(":")[2]
+    if method in MODEL_METHODS:
+        raise MethodNotAllowed(f"Method GET is not allowed for {method}; it takes POST.", headers={"Allow": "POST"})
     model = checked_id(model, "model", MODEL_ID)
     services, call = begin(version, f"{collection}.get", requested_model=model)
     ctx = PluginContext(method=call.method, requested_model=model)
@@ -168,7 +170,7 @@ def read_body():
     if request.content_length is None and len(body) >= current().settings.max_body_bytes and request.stream.read(1):
         # A chunked body has no length to check up front: werkzeug stops reading at the limit, so a byte
         # beyond it means the body was too large (not a truncated, "invalid" JSON document).
-        raise PayloadTooLarge(f"Request payload size exceeds the limit: {current().settings.max_body_bytes} bytes.")
+        raise RequestEntityTooLarge()  # rendered by lifecycle.HTTP_ERRORS, like werkzeug's own 413
     return body
 
 

@@ -115,14 +115,10 @@ class RelayAdapter(HTTPAdapter):
     (``responses``) apply unchanged.
     """
 
-    def __init__(self, *args, **kwargs):
-        self._pools = {}
-        super().__init__(*args, **kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
+    def init_poolmanager(self, *args, **kwargs):  # called by HTTPAdapter.__init__ (and on unpickling)
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TlsPool}
-        self._pools = {}
+        self._pools = {}  # (origin, verify, cert) -> the manager's pool for it
 
     def get_connection_with_tls_context(self, request, verify, proxies=None, cert=None):
         if proxies:

@@ -17,7 +17,8 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     """
     import click
 
-    from relay import accesslog, cli
+    from relay.observability import accesslog
+    from relay.clients import cli
     from relay.api import admin, gemini, lifecycle, ops
     from relay.services import Services
 

@@ -10,15 +10,15 @@ import logging
 
 from flask import current_app
 
-from relay import metrics
-from relay.auth import Authenticator
-from relay.background import Flusher
-from relay.limits import Limits
+from relay.observability import metrics
+from relay.clients.auth import Authenticator
+from relay.store.flusher import Flusher
+from relay.clients.limits import Limits
 from relay.plugins import default_registry
 from relay.store import StoreError, open_store
 from relay.upstream.http import make_session
 from relay.upstream.pool import Pool
-from relay.usage import UsageRecorder
+from relay.clients.usage import UsageRecorder
 
 log = logging.getLogger("relay")
 

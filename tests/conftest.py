@@ -12,7 +12,8 @@ import pytest
 import redis
 import responses
 
-from relay import accesslog, create_app
+from relay import create_app
+from relay.observability import accesslog
 from relay.store import open_store
 from tests.support.redis_server import start_redis
 

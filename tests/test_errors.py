@@ -213,7 +213,7 @@ def test_a_bug_in_the_upstream_call_is_a_google_500_too(shared, mock_upstream, g
     def broken(*args, **kwargs):
         raise KeyError("unexpected")
 
-    monkeypatch.setattr("relay.proxy.send", broken)
+    monkeypatch.setattr("relay.pipeline.forward.send", broken)
     response = shared.post(GENERATE_PATH, json=BODY, headers=AUTH)
 
     google_error(response, 500, "INTERNAL")

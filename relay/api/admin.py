@@ -10,7 +10,7 @@ import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from relay.auth import presented_key
+from relay.clients.auth import presented_key
 from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
 from relay.store import StoreError

@@ -11,11 +11,11 @@ import orjson
 from flask import Blueprint, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from relay import caches
-from relay.auth import presented_key
+from relay import ownership
+from relay.clients.auth import presented_key
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.plugins import PluginContext
-from relay.proxy import FORWARD_REQUEST_HEADERS, Call, forward
+from relay.pipeline.forward import FORWARD_REQUEST_HEADERS, Call, forward
 from relay.schemas import validate_body
 from relay.services import current
 
@@ -54,7 +54,7 @@ def model_action(version, collection, target):
     changed = services.plugins.rewrite_request(ctx, body) or changed
     cache_name = services.plugins.pinned_cache(ctx, body)
     if cache_name:
-        caches.pin_to_owner(services, call, cache_name)
+        ownership.pin_to_owner(services, call, cache_name)
     call.read_timeout = services.plugins.read_timeout(ctx)
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
@@ -90,7 +90,7 @@ def cached_contents(version):
     if request.method == "GET":
         services, call = begin(version, "cachedContents.list", resource="cachedContents")
         if services.settings.managed:
-            return caches.listing(services, call), 200, {"Content-Type": "application/json; charset=UTF-8"}
+            return ownership.listing(services, call), 200, {"Content-Type": "application/json; charset=UTF-8"}
         return forward(call, services)
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
@@ -105,7 +105,7 @@ def cached_contents(version):
     if changed:
         body["model"] = f"models/{call.upstream_model}"
     call.body = orjson.dumps(body) if changed else raw
-    call.inspect = lambda call, body: caches.record_owner(services, call, body)
+    call.inspect = lambda call, body: ownership.record_owner(services, call, body)
     return forward(call, services)
 
 
@@ -115,14 +115,14 @@ def cached_content(version, cache_id):
     action = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}[request.method]
     services, call = begin(version, f"cachedContents.{action}", resource=f"cachedContents/{cache_id}")
     call.scratch["cache_name"] = f"cachedContents/{cache_id}"
-    caches.pin_to_owner(services, call, call.scratch["cache_name"])
+    ownership.pin_to_owner(services, call, call.scratch["cache_name"])
     if request.method == "PATCH":
         raw = read_body()
         parse_json(raw)
         call.body = raw
-        call.inspect = lambda call, body: caches.record_owner(services, call, body)
+        call.inspect = lambda call, body: ownership.record_owner(services, call, body)
     elif request.method == "DELETE":
-        call.inspect = lambda call, body: caches.forget(services, call, body)
+        call.inspect = lambda call, body: ownership.forget(services, call, body)
     return forward(call, services)
 
 

@@ -13,11 +13,11 @@ import uuid
 from flask import Response, g, request
 from werkzeug.exceptions import HTTPException
 
-from relay import accesslog, metrics
+from relay.observability import accesslog, metrics
 from relay.errors import (
     InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
 )
-from relay.streams import StreamBody
+from relay.pipeline.streams import StreamBody
 from relay.services import current
 
 log = logging.getLogger("relay")

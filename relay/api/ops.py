@@ -14,7 +14,7 @@ import os
 
 from flask import Blueprint, Response, jsonify, request
 
-from relay import metrics
+from relay.observability import metrics
 from relay.errors import PermissionDenied, Unauthenticated
 from relay.services import current
 

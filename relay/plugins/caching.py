@@ -2,7 +2,7 @@
 
 A Gemini context cache lives under the upstream key that created it, so a request naming one must go to
 that key.  This plugin only finds the name (in the body, or in ``generateContentRequest`` for the legacy
-countTokens form); the ownership records themselves live in the shared store (:mod:`relay.caches`).
+countTokens form); the ownership records themselves live in the shared store (:mod:`relay.ownership`).
 """
 
 CACHE_METHODS = ("generateContent", "streamGenerateContent", "countTokens")

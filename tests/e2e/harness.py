@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 import requests
+from tests.support import FIXTURES, REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = REPO_ROOT / "tests" / "fixtures" / "gemini"
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
 # Settings a developer may have exported that would leak into the relay under test.
 AMBIENT_SETTINGS = ("GEMINI_API_KEY", "GOOGLE_API_KEY", "GOOGLE_GENAI_API_VERSION", "PORT", "WEB_CONCURRENCY")

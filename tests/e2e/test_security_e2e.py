@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from relay.auth import hash_key
+from relay.clients.auth import hash_key
 
 from .harness import header_values, http
 
@@ -407,7 +407,7 @@ def test_admin_views_are_off_without_an_admin_token(module_relay_factory):
 def test_key_comparisons_are_constant_time(monkeypatch):
     """Timing is not measured (a shared CI box is too noisy); the comparisons are checked instead."""
     from relay.api import admin, ops
-    from relay.auth import Authenticator
+    from relay.clients.auth import Authenticator
     from relay.config import load_settings
     from relay.store.sqlite import SqliteStore
 

@@ -13,7 +13,7 @@ import pytest
 import responses
 
 from relay import create_app
-from relay.caches import parse_timestamp
+from relay.ownership import parse_timestamp
 from relay.store import StoreError
 from relay.upstream.pool import key_id
 

@@ -11,11 +11,11 @@ import pytest
 import responses
 
 from relay import create_app
-from relay.auth import Client, hash_key
+from relay.clients.auth import Client, hash_key
 from relay.config import Upstream
 from relay.errors import PermissionDenied, ResourceExhausted
-from relay.limits import Limits, model_allowed
-from relay.proxy import Call
+from relay.clients.limits import Limits, model_allowed
+from relay.pipeline.forward import Call
 from relay.store import StoreError, open_store
 from tests.support.clock import FakeClock
 

@@ -1,20 +1,19 @@
-"""Tests for relay/metrics.py and the /metrics view: what is counted, bounded labels, multiprocess sums."""
+"""Tests for relay/observability/metrics.py and the /metrics view: what is counted, bounded labels, multiprocess sums."""
 
 import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 from prometheus_client import REGISTRY
 
-from relay import metrics
+from relay.observability import metrics
 from tests.fakeupstream import inprocess
 
 from tests.conftest import UPSTREAM_URL
+from tests.support import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM_KEY = "up-key-metrics-Aa11"
 CLIENT_KEY = "client-key-metrics-Bb22"
 ADMIN_TOKEN = "admin-metrics-Cc33"
@@ -132,7 +131,7 @@ def test_no_key_ever_becomes_a_label(app, fake, fresh_labels):
 
 MULTIPROCESS_CHILD = textwrap.dedent("""
     import sys
-    from relay import metrics
+    from relay.observability import metrics
     role = sys.argv[1]
     if role == "worker":
         for _ in range(int(sys.argv[2])):

@@ -1,13 +1,12 @@
-"""Tests for relay.framing: splitting recorded Google streams at every byte boundary, and usage lookup."""
+"""Tests for relay.gemini.framing: splitting recorded Google streams at every byte boundary, and usage lookup."""
 
 import base64
 import random
-from pathlib import Path
 
 import orjson
 import pytest
 
-from relay.framing import (
+from relay.gemini.framing import (
     SSE_TERMINATOR,
     FramingError,
     JsonArraySplitter,
@@ -18,8 +17,8 @@ from relay.framing import (
     sse_event,
     tail_usage,
 )
+from tests.support import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures" / "gemini"
 IMAGE_STREAM = (
     "image_output/js-genai__Client_Tests_generateContentStream_ML_Dev_"
     "should_stream_generate_content_with_image_output.http.0.sse.txt"

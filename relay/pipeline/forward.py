@@ -12,9 +12,10 @@ from urllib.parse import urlencode
 
 from flask import Response
 
-from relay import clientwatch, framing
+from relay.pipeline import clientwatch
+from relay.gemini import framing
 from relay.errors import DeadlineExceeded, RelayError, Unavailable
-from relay.streams import StreamBody, relay_stream, relay_unary_chunks
+from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import UpstreamFailure, read_limited, send
 from relay.upstream.pool import Target
 from relay.upstream.verdict import classify_error, google_error

@@ -1,26 +1,25 @@
 """Tests of usage accounting: token counts from usageMetadata, extraction from recorded streams, the queue.
 
 Streams are the real recordings in tests/fixtures/gemini, pushed through relay's own stream relaying
-(relay.streams.relay_stream) in several chunkings; the expected numbers come from parsing the same bytes
+(relay.pipeline.streams.relay_stream) in several chunkings; the expected numbers come from parsing the same bytes
 with the json module, independently of relay's framing code.
 """
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 import urllib3
 
 from relay import create_app
-from relay.auth import hash_key
+from relay.clients.auth import hash_key
 from relay.config import Upstream
-from relay.proxy import Call
-from relay.streams import relay_stream, relay_unary_chunks
+from relay.pipeline.forward import Call
+from relay.pipeline.streams import relay_stream, relay_unary_chunks
 from relay.store import StoreError, open_store
-from relay.usage import UsageRecorder, token_counts, usage_row
+from relay.clients.usage import UsageRecorder, token_counts, usage_row
+from tests.support import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "gemini"
 
 # Recorded streams where Google's last usageMetadata differs from the earlier ones (promptTokenCount is
 # revised on the last event), ends in a usage-only event, or reports IMAGE tokens.
@@ -55,7 +54,7 @@ def recorded_stream(reference):
 
 
 def events_of(raw, kind):
-    """Every streamed GenerateContentResponse, parsed with json (the oracle, independent of relay.framing)."""
+    """Every streamed GenerateContentResponse, parsed with json (the oracle, independent of relay.gemini.framing)."""
     if kind == "array":
         return json.loads(raw)
     text = raw.decode().replace("\r\n", "\n")
@@ -291,7 +290,7 @@ def finished_call(number):
 
 
 def test_recorder_queues_without_io_and_flush_writes_batches(store, monkeypatch):
-    monkeypatch.setattr("relay.usage.BATCH_ROWS", 3)
+    monkeypatch.setattr("relay.clients.usage.BATCH_ROWS", 3)
     written = []
     real_write = store.write_usage
     monkeypatch.setattr(store, "write_usage", lambda rows: (written.append(len(rows)), real_write(rows)))
@@ -307,7 +306,7 @@ def test_recorder_queues_without_io_and_flush_writes_batches(store, monkeypatch)
 
 
 def test_rows_stay_queued_in_order_when_the_store_fails(store, monkeypatch):
-    monkeypatch.setattr("relay.usage.BATCH_ROWS", 2)
+    monkeypatch.setattr("relay.clients.usage.BATCH_ROWS", 2)
     recorder = UsageRecorder(store)
     for number in range(1, 6):
         recorder.record(finished_call(number))

@@ -14,7 +14,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from relay.auth import hash_key
+from relay.clients.auth import hash_key
 from relay.store import KeyExists, StoreError
 
 keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the shared store).")

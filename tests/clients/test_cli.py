@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from relay import create_app
-from relay.auth import Authenticator, hash_key
+from relay.clients.auth import Authenticator, hash_key
 from relay.config import Upstream, load_settings
 from relay.errors import Unauthenticated
 from relay.store import StoreError

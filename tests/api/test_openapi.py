@@ -5,7 +5,6 @@ nothing answers 5xx and that every status, content type and body is one the docu
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import responses
@@ -24,8 +23,9 @@ from schemathesis.checks import not_a_server_error  # noqa: E402
 from schemathesis.specs.openapi.checks import (  # noqa: E402
     content_type_conformance, response_schema_conformance, status_code_conformance,
 )
+from tests.support import REPO_ROOT
 
-DOCUMENT = Path(__file__).resolve().parents[1] / "relay" / "openapi.json"
+DOCUMENT = REPO_ROOT / "relay" / "openapi.json"
 CLIENT_KEY = "client-key-openapi-Oo11"
 ADMIN_TOKEN = "admin-openapi-Pp22"
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

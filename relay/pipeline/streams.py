@@ -10,7 +10,9 @@ from collections import deque
 
 import orjson
 
-from relay import clientwatch, framing, metrics
+from relay.pipeline import clientwatch
+from relay.gemini import framing
+from relay.observability import metrics
 from relay.errors import DeadlineExceeded, Unavailable
 from relay.upstream.http import READ_ERRORS, abort, iter_body
 

@@ -1,0 +1,2 @@
+"""This package provides pure Gemini protocol knowledge (no Flask, no requests, no I/O): the table of
+methods, and byte-exact framing of Gemini's SSE and JSON-array streams."""

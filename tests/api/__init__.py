@@ -1,0 +1,1 @@
+"""Tests for relay/api/ (blueprints, the OpenAPI document)."""

@@ -1,0 +1,1 @@
+"""Tests for relay's clients package (mirrors relay/clients/)."""

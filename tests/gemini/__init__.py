@@ -1,0 +1,1 @@
+"""Tests for relay's gemini package (mirrors relay/gemini/)."""

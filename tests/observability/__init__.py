@@ -1,0 +1,1 @@
+"""Tests for relay's observability package (mirrors relay/observability/)."""

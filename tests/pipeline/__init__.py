@@ -1,0 +1,1 @@
+"""Tests for relay's pipeline package (mirrors relay/pipeline/)."""

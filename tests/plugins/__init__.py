@@ -1,0 +1,1 @@
+"""Tests for relay's plugins package (mirrors relay/plugins/)."""

@@ -1,0 +1,1 @@
+"""Tests for relay/schemas/ (request validation)."""

@@ -1,0 +1,1 @@
+"""Tests for relay's upstream package (mirrors relay/upstream/)."""

@@ -8,26 +8,20 @@ method come from fixed lists and model ids are checked against ``[A-Za-z0-9._-]`
 import re
 
 import orjson
-from flask import Blueprint, g, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, request
 
 from relay import ownership
-from relay.clients.auth import presented_key
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.plugins import PluginContext
-from relay.pipeline.forward import FORWARD_REQUEST_HEADERS, Call, forward
+from relay.pipeline.body import parse_json, read_body
+from relay.pipeline.forward import forward
+from relay.pipeline.request import begin, checked_id
 from relay.schemas import validate_body
-from relay.services import current
 
 bp = Blueprint("gemini", __name__)
 
 VERSION = "<any(v1beta, v1, v1alpha):version>"
 COLLECTION = "<any(models, tunedModels):collection>"
-# (header name, WSGI environ key): read straight from the environ, once per header, on every request.
-FORWARD_ENVIRON_KEYS = tuple(
-    (name, "CONTENT_TYPE" if name == "Content-Type" else "HTTP_" + name.upper().replace("-", "_"))
-    for name in FORWARD_REQUEST_HEADERS
-)
 MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
 MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -127,61 +121,6 @@ def cached_content(version, cache_id):
 
 
 # -- steps ----------------------------------------------------------------------------------------
-
-
-def begin(version, method, requested_model=None, resource="", stream=None):
-    """Start the Call every view fills in (the access log reads it too) and authenticate the caller."""
-    services = current()
-    headers = forwarded_headers(request.environ)
-    query = [(name, value) for name, value in request.args.items(multi=True) if name != "key"]
-    call = Call(
-        request_id=g.request_id, http_method=request.method, version=version, route=request.url_rule.rule,
-        resource=resource, method=method, query=query, headers=headers, requested_model=requested_model, stream=stream,
-        client_socket=request.environ.get("gunicorn.socket"),
-    )
-    g.call = call
-    call.client = services.auth.authenticate(presented_key(request.headers, request.args))
-    return services, call
-
-
-def forwarded_headers(environ):
-    """The caller's headers worth passing on, trimmed; a value HTTP cannot carry on is dropped, not fatal."""
-    headers = {}
-    for name, key in FORWARD_ENVIRON_KEYS:
-        value = environ.get(key)
-        if value is not None:
-            value = value.strip()  # also U+00A0 / U+0085, which requests refuses at the start of a value
-            if value and value.isprintable():
-                headers[name] = value
-    return headers
-
-
-def checked_id(value, field, pattern):
-    if not pattern.fullmatch(value) or ".." in value or not value.strip("."):
-        raise bad_request([(field, f"{value[:80]!r} is not a valid resource id (letters, digits, '.', '_', '-').")])
-    return value
-
-
-def read_body():
-    mimetype = request.mimetype
-    if request.content_type and mimetype != "application/json" and not mimetype.endswith("+json"):
-        raise bad_request([("Content-Type", f"Expected application/json, got {mimetype!r}.")])
-    body = request.get_data(cache=False)
-    if request.content_length is None and len(body) >= current().settings.max_body_bytes and request.stream.read(1):
-        # A chunked body has no length to check up front: werkzeug stops reading at the limit, so a byte
-        # beyond it means the body was too large (not a truncated, "invalid" JSON document).
-        raise RequestEntityTooLarge()  # rendered by lifecycle.HTTP_ERRORS, like werkzeug's own 413
-    return body
-
-
-def parse_json(raw):
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request([("body", f"Invalid JSON payload received. {exc.msg}.")]) from None
-    if not isinstance(body, dict):
-        raise bad_request([("body", "Invalid JSON payload received. Expected a JSON object.")])
-    return body
 
 
 def _same_model(value, collection, model):

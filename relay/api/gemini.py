@@ -12,6 +12,7 @@ from flask import Blueprint, request
 
 from relay import ownership
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
+from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.pipeline.body import parse_json, read_body
 from relay.pipeline.forward import forward
@@ -22,7 +23,6 @@ bp = Blueprint("gemini", __name__)
 
 VERSION = "<any(v1beta, v1, v1alpha):version>"
 COLLECTION = "<any(models, tunedModels):collection>"
-MODEL_METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
 MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
@@ -33,7 +33,7 @@ def model_action(version, collection, target):
     if not colon or method not in MODEL_METHODS:
         raise NotFound(f"Method {method or target!r} is not supported. Use one of {', '.join(MODEL_METHODS)}.")
     stream = None
-    if method == "streamGenerateContent":
+    if method_named(method).streams:
         stream = "sse" if "sse" in (request.args.get("alt"), request.args.get("$alt")) else "array"
     services, call = begin(version, method, requested_model=model, stream=stream)
     checked_id(model, "model", MODEL_ID)
@@ -129,14 +129,14 @@ def _same_model(value, collection, model):
 
 def body_model_violations(body, collection, model, method):
     """A body ``model`` must name the path's model (with or without its collection prefix)."""
-    if method == "batchEmbedContents" or "model" not in body or _same_model(body["model"], collection, model):
+    if method_named(method).body_model != "top" or "model" not in body or _same_model(body["model"], collection, model):
         return []
     return [("model", f"The body names model {str(body['model'])[:80]!r} but the URL names {collection}/{model}.")]
 
 
 def drop_body_model(body, method):
     """Drop a (checked) body ``model``: the path carries the model.  True if the body changed."""
-    if method == "batchEmbedContents" or "model" not in body:
+    if method_named(method).body_model != "top" or "model" not in body:
         return False
     del body["model"]
     return True
@@ -146,7 +146,7 @@ def retarget_body_models(body, collection, model, upstream_model, method):
     """Models that stay in the body (batch items, legacy countTokens) must name the path's model; rename them
     to the upstream model when a suffix or alias changed it.  True if the body changed."""
     changed = False
-    if method == "batchEmbedContents":
+    if method_named(method).body_model == "items":
         violations = []
         for index, item in enumerate(body["requests"]):
             if not _same_model(item.get("model"), collection, model):
@@ -156,9 +156,9 @@ def retarget_body_models(body, collection, model, upstream_model, method):
                 changed = True
         if violations:
             raise bad_request(violations)
-    elif method == "countTokens":
-        inner = body.get("generateContentRequest") or body.get("generate_content_request")
-        if isinstance(inner, dict) and "model" in inner:
+    else:
+        inner = generate_request(method, body)
+        if inner is not None and inner is not body and "model" in inner:
             if not _same_model(inner["model"], collection, model):
                 raise bad_request([("generateContentRequest.model", f"Must be {collection}/{model}, as in the URL.")])
             if upstream_model != model:

@@ -14,6 +14,7 @@ from flask import Response
 
 from relay.pipeline import clientwatch
 from relay.gemini import framing
+from relay.gemini.methods import accounts_usage
 from relay.errors import DeadlineExceeded, RelayError, Unavailable
 from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import UpstreamFailure, read_limited, send
@@ -128,7 +129,7 @@ def _forward(call, services):
         call.status = upstream.status_code
         if call.inspect is not None:
             body = call.inspect(call, body) or body
-        call.usage = framing.find_usage(body) if call.method != "countTokens" else None
+        call.usage = framing.find_usage(body) if accounts_usage(call.method) else None
         return Response(body, status=upstream.status_code, headers=headers)
     return Response(StreamBody(relay_unary_chunks(call, upstream)), status=upstream.status_code, headers=headers,
                     direct_passthrough=True)

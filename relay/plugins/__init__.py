@@ -9,6 +9,7 @@ hooks in registration order.
 """
 
 import inspect
+import re
 from dataclasses import dataclass, field
 
 HOOKS = {
@@ -20,6 +21,8 @@ HOOKS = {
     "read_timeout": ((), "Return a read timeout in seconds for this call, or None."),
 }
 ATTRIBUTES = {"name", "suffixes"}
+# At most this many runs of the resolve_model chain: a suffix, an alias to a suffixed name, its suffix.
+RESOLVE_PASSES = 3
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Registry:
     def __init__(self, plugins=()):
         self.plugins = []
         self._hooks = {hook: [] for hook in HOOKS}
+        self._suffixed = None  # matches a model name ending in a suffix some plugin claims
         for plugin in plugins:
             self.register(plugin)
 
@@ -79,10 +83,16 @@ class Registry:
         self.plugins.append(plugin)
         for hook in hooks:
             self._hooks[hook].append(plugin)
+        self._suffixed = _suffix_pattern(self.plugins)
 
     def resolve_model(self, ctx, model):
-        for plugin in self._hooks["resolve_model"]:
-            model = plugin.resolve_model(ctx, model) or model
+        """Run the chain in order; run it again while the result still ends in a suffix a plugin claims:
+        an alias may name a suffixed model (``deep = "gemini-2.5-flash-thinking-8192"``)."""
+        for _ in range(RESOLVE_PASSES):
+            for plugin in self._hooks["resolve_model"]:
+                model = plugin.resolve_model(ctx, model) or model
+            if self._suffixed is None or not self._suffixed.search(model):
+                break
         return model
 
     def rewrite_request(self, ctx, body):
@@ -113,6 +123,13 @@ class Registry:
 
     def wants(self, hook):
         return bool(self._hooks[hook])
+
+
+def _suffix_pattern(plugins):
+    """One regex for every claimed suffix (``<N>`` stands for digits), or None when none is claimed."""
+    suffixes = [re.escape(suffix).replace(re.escape("<N>"), r"\d+")
+                for plugin in plugins for suffix in getattr(plugin, "suffixes", ())]
+    return re.compile(f"(?:{'|'.join(suffixes)})$") if suffixes else None
 
 
 def default_registry(settings):

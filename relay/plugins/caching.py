@@ -5,7 +5,7 @@ that key.  This plugin only finds the name (in the body, or in ``generateContent
 countTokens form); the ownership records themselves live in the shared store (:mod:`relay.ownership`).
 """
 
-CACHE_METHODS = ("generateContent", "streamGenerateContent", "countTokens")
+from relay.gemini.methods import generate_request, method_named
 
 
 def cache_name(body):
@@ -20,11 +20,11 @@ class CacheAffinity:
     name = "cache_affinity"
 
     def pinned_cache(self, ctx, body):
-        if ctx.method not in CACHE_METHODS:
+        method = method_named(ctx.method)
+        if method is None or not method.names_cache:
             return None
         name = cache_name(body)
-        if name is None and ctx.method == "countTokens":
-            inner = body.get("generateContentRequest") or body.get("generate_content_request")
-            if isinstance(inner, dict):
-                name = cache_name(inner)
+        inner = generate_request(ctx.method, body)
+        if name is None and inner is not None and inner is not body:
+            name = cache_name(inner)
         return name

@@ -11,6 +11,8 @@ Gemini 2.5 takes a token budget (clamped to the family's range), Gemini 3 and la
 import re
 from dataclasses import dataclass
 
+from relay.gemini.methods import generate_request
+
 SUFFIX = re.compile(r"^(?P<base>.+?)-(?:(?P<off>nothinking)|thinking(?:-(?P<arg>\d+|minimal|low|medium|high))?)$")
 LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
 # A level asked of a budget model: Google's own OpenAI-compatibility mapping (low 1K, medium 8K, high 24K
@@ -188,18 +190,19 @@ class ThinkingSuffixes:
         if parsed is None:
             return None
         base, kind, arg = parsed
-        ctx.scratch_for(self).update(kind=kind, arg=arg, base=base)
+        scratch = ctx.scratch_for(self)
+        if "kind" not in scratch:  # the caller's own suffix wins over one an alias's target carries
+            scratch.update(kind=kind, arg=arg, base=base)
         return base
 
     def rewrite_request(self, ctx, body):
         scratch = ctx.scratch_for(self)
-        if "kind" not in scratch or ctx.method not in ("generateContent", "streamGenerateContent", "countTokens"):
+        if "kind" not in scratch:
             return False
-        if ctx.method == "countTokens":
-            inner = body.get("generateContentRequest") or body.get("generate_content_request")
-            if not isinstance(inner, dict):
-                return False  # countTokens with plain contents has no generationConfig to carry thinking
-            body = inner
+        # countTokens with plain contents has no generationConfig to carry thinking: only its legacy form does.
+        body = generate_request(ctx.method, body)
+        if body is None:
+            return False
         # The family is the model's upstream name: an alias may stand between the suffix and the real model.
         wanted = suffix_config(family_of(ctx.upstream_model or scratch["base"]), scratch["kind"], scratch["arg"])
         return merge_thinking(body, wanted)

@@ -1,0 +1,40 @@
+"""Tests for relay.gemini.methods: the one table of Gemini methods and the lookups built on it."""
+
+import pytest
+
+from relay.gemini.methods import METHODS, MODEL_METHODS, accounts_usage, generate_request, method_named
+
+
+def test_model_methods_are_the_routes_relay_serves():
+    assert MODEL_METHODS == ("generateContent", "streamGenerateContent", "countTokens", "embedContent",
+                             "batchEmbedContents")
+
+
+def test_only_stream_generate_content_streams():
+    assert [name for name, method in METHODS.items() if method.streams] == ["streamGenerateContent"]
+
+
+@pytest.mark.parametrize("name, where", [
+    ("generateContent", "top"), ("streamGenerateContent", "top"), ("embedContent", "top"),
+    ("countTokens", "top"), ("batchEmbedContents", "items"), ("models.list", None),
+])
+def test_where_a_body_names_its_model(name, where):
+    assert method_named(name).body_model == where
+
+
+def test_generate_request_finds_the_body_or_the_legacy_inner_request():
+    body = {"contents": []}
+    assert generate_request("generateContent", body) is body
+    inner = {"contents": [], "model": "models/x"}
+    assert generate_request("countTokens", {"generateContentRequest": inner}) is inner
+    assert generate_request("countTokens", {"generate_content_request": inner}) is inner
+    assert generate_request("countTokens", {"contents": []}) is None
+    assert generate_request("countTokens", {"generateContentRequest": "not a dict"}) is None
+    assert generate_request("embedContent", {"content": {}}) is None
+    assert generate_request("noSuchMethod", body) is None
+
+
+def test_token_counts_and_listings_are_not_charged_but_unknown_resources_are_read():
+    assert accounts_usage("generateContent") and accounts_usage("batchEmbedContents")
+    assert not accounts_usage("countTokens") and not accounts_usage("models.list")
+    assert accounts_usage("cachedContents.create")  # a cache's creation reports its tokens

@@ -270,8 +270,8 @@ def _closes_root(payload: bytes, position: int) -> bool:
     return depth == 0 and _NOT_ROOT_TAIL.search(payload, position) is None
 
 
-def _last_top_level_value(payload: bytes, key: bytes, opener: int, cut_at_start: bool) -> bytes | None:
-    """Find the raw value of the last top-level `key` by searching backwards, without parsing the whole."""
+def _last_top_level_object(payload: bytes, key: bytes, cut_at_start: bool) -> bytes | None:
+    """Find the raw object value of the last top-level `key` by searching backwards, without parsing the whole."""
     quoted_key = b'"' + key + b'"'
     search_end = len(payload)
     while (key_at := payload.rfind(quoted_key, 0, search_end)) != -1:
@@ -279,52 +279,43 @@ def _last_top_level_value(payload: bytes, key: bytes, opener: int, cut_at_start:
         if _quote_is_escaped(payload, key_at, cut_at_start):
             continue
         separator = _KEY_SEPARATOR.match(payload, key_at + len(quoted_key))
-        if separator is None or separator.end() >= len(payload) or payload[separator.end()] != opener:
+        if separator is None or separator.end() >= len(payload) or payload[separator.end()] != _OPEN_BRACE:
             continue
         value_at = separator.end()
-        if opener == _QUOTE:
-            value_end, complete = _skip_string(payload, value_at + 1)
-        else:
-            value_end, depth, _ = _scan_container(payload, value_at + 1, 1, False)
-            complete = depth == 0
-        if not complete:
+        value_end, depth, _ = _scan_container(payload, value_at + 1, 1, False)
+        if depth != 0:
             return None
         if _closes_root(payload, value_end):
             return payload[value_at:value_end]
     return None
 
 
-def _top_level(payload: bytes, key: str, opener: int, kind: type, cut_at_start: bool):
+def _top_level_object(payload: bytes, key: str, cut_at_start: bool) -> dict | None:
     if not cut_at_start and len(payload) < _SMALL_PAYLOAD_BYTES:
         try:
             document = orjson.loads(payload)
         except orjson.JSONDecodeError:
             return None
         value = document.get(key) if isinstance(document, dict) else None
-        return value if isinstance(value, kind) else None
-    raw_value = _last_top_level_value(payload, key.encode(), opener, cut_at_start)
+        return value if isinstance(value, dict) else None
+    raw_value = _last_top_level_object(payload, key.encode(), cut_at_start)
     if raw_value is None:
         return None
     try:
         value = orjson.loads(raw_value)
     except orjson.JSONDecodeError:
         return None
-    return value if isinstance(value, kind) else None
+    return value if isinstance(value, dict) else None
 
 
 def find_usage(payload: bytes) -> dict | None:
     """Return the top-level `usageMetadata` of one GenerateContentResponse JSON, or None."""
-    return _top_level(payload, "usageMetadata", _OPEN_BRACE, dict, cut_at_start=False)
-
-
-def find_model_version(payload: bytes) -> str | None:
-    """Return the top-level `modelVersion` of one GenerateContentResponse JSON, or None."""
-    return _top_level(payload, "modelVersion", _QUOTE, str, cut_at_start=False)
+    return _top_level_object(payload, "usageMetadata", cut_at_start=False)
 
 
 def tail_usage(tail: bytes) -> dict | None:
     """Return the top-level `usageMetadata` found in the last bytes of a body, or None if it is cut off."""
-    return _top_level(tail, "usageMetadata", _OPEN_BRACE, dict, cut_at_start=True)
+    return _top_level_object(tail, "usageMetadata", cut_at_start=True)
 
 
 def sse_event(payload: bytes) -> bytes:

@@ -15,6 +15,7 @@ from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.pipeline.body import parse_json, read_body
+from relay.api.lifecycle import respond
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin, checked_id
 from relay.schemas import validate_body
@@ -52,7 +53,7 @@ def model_action(version, collection, target):
     call.read_timeout = services.plugins.read_timeout(ctx)
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
-    return forward(call, services)
+    return respond(forward(call, services))
 
 
 @bp.get(f"/{VERSION}/{COLLECTION}")
@@ -61,7 +62,7 @@ def list_models(version, collection):
     if services.plugins.wants("list_models"):
         ctx = PluginContext(method=call.method)
         call.inspect = lambda call, body: rewrite_models(services, ctx, call, body)
-    return forward(call, services)
+    return respond(forward(call, services))
 
 
 @bp.get(f"/{VERSION}/{COLLECTION}/<model>")
@@ -76,7 +77,7 @@ def get_model(version, collection, model):
     call.resource = f"{collection}/{call.upstream_model}"
     if call.upstream_model != model:
         call.inspect = lambda call, body: rewrite_models(services, ctx, call, body)
-    return forward(call, services)
+    return respond(forward(call, services))
 
 
 @bp.route(f"/{VERSION}/cachedContents", methods=["GET", "POST"])
@@ -85,7 +86,7 @@ def cached_contents(version):
         services, call = begin(version, "cachedContents.list", resource="cachedContents")
         if services.settings.managed:
             return ownership.listing(services, call), 200, {"Content-Type": "application/json; charset=UTF-8"}
-        return forward(call, services)
+        return respond(forward(call, services))
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
     body = parse_json(raw)
@@ -100,7 +101,7 @@ def cached_contents(version):
         body["model"] = f"models/{call.upstream_model}"
     call.body = orjson.dumps(body) if changed else raw
     call.inspect = lambda call, body: ownership.record_owner(services, call, body)
-    return forward(call, services)
+    return respond(forward(call, services))
 
 
 @bp.route(f"/{VERSION}/cachedContents/<cache_id>", methods=["GET", "PATCH", "DELETE"])
@@ -117,7 +118,7 @@ def cached_content(version, cache_id):
         call.inspect = lambda call, body: ownership.record_owner(services, call, body)
     elif request.method == "DELETE":
         call.inspect = lambda call, body: ownership.forget(services, call, body)
-    return forward(call, services)
+    return respond(forward(call, services))
 
 
 # -- steps ----------------------------------------------------------------------------------------

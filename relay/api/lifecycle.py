@@ -17,6 +17,7 @@ from relay.observability import accesslog, metrics
 from relay.errors import (
     InvalidArgument, Internal, MethodNotAllowed, NotFound, PayloadTooLarge, RelayError,
 )
+from relay.pipeline.encoders import GEMINI
 from relay.pipeline.streams import StreamBody
 from relay.services import current
 
@@ -44,20 +45,22 @@ def _start():
 
 
 def render_error(error):
-    """A RelayError as Google renders it; stream requests get Google's stream-shaped variants."""
+    """A RelayError in the shape of the front door the call came through (Google's, stream-shaped variants
+    included, unless the call's encoder says otherwise)."""
     call = g.get("call")
-    body = error.to_json()
-    content_type = "application/json; charset=UTF-8"
+    encoder = call.encoder if call is not None else GEMINI
+    status, content_type, body = encoder.render_error(call, error)
     if call is not None:
-        call.status = error.code
-        if call.stream == "array":
-            body = b"[" + body + b"]"
-        elif call.stream == "sse":
-            content_type = "text/event-stream"  # Google keeps it on pre-stream errors; the body is plain JSON
-    response = Response(body, status=error.code, content_type=content_type)
+        call.status = status
+    response = Response(body, status=status, content_type=content_type)
     for name, value in error.headers.items():
         response.headers[name] = value
     return response
+
+
+def respond(reply):
+    """The Flask response for forwarding's Reply; a streamed body is handed to the server as it is."""
+    return Response(reply.body, status=reply.status, headers=reply.headers, direct_passthrough=reply.streamed)
 
 
 def _http_error(error):

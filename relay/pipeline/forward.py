@@ -10,12 +10,11 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
-from flask import Response
-
 from relay.pipeline import clientwatch
 from relay.gemini import framing
 from relay.gemini.methods import accounts_usage
 from relay.errors import DeadlineExceeded, RelayError, Unavailable
+from relay.pipeline.encoders import GEMINI
 from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import UpstreamFailure, read_limited, send
 from relay.upstream.pool import Target
@@ -100,10 +99,22 @@ class Call:
     first_byte_ms: float | None = None
     aborted: str | None = None  # "client", "upstream" or "shutdown"
     latency_ms: float = 0.0
+    encoder: object = GEMINI  # how the answer is written to the caller (pipeline.encoders)
+
+
+@dataclass
+class Reply:
+    """What forwarding answers, for the front door to send: a status, headers and a body (bytes, or a
+    StreamBody that yields the answer as it arrives)."""
+
+    status: int
+    headers: list
+    body: object
+    streamed: bool = False
 
 
 def forward(call, services):
-    """Relay ``call`` upstream and return the Flask response (streamed or not)."""
+    """Relay ``call`` upstream and return its :class:`Reply` (streamed or not)."""
     stop_watching = clientwatch.interrupt_on_hangup(call.client_socket)
     try:
         return _forward(call, services)
@@ -121,18 +132,17 @@ def _forward(call, services):
         return upstream_error_response(call, upstream)
     headers = response_headers(upstream.headers, call)
     if call.stream:
-        return Response(StreamBody(relay_stream(call, upstream)), status=upstream.status_code, headers=headers,
-                        direct_passthrough=True)
+        return Reply(upstream.status_code, headers, StreamBody(relay_stream(call, upstream)), streamed=True)
     length = upstream.headers.get("Content-Length")
-    if call.inspect is not None or (length is not None and length.isdigit() and int(length) <= SMALL_BODY):
+    small = length is not None and length.isdigit() and int(length) <= SMALL_BODY
+    if call.inspect is not None or call.encoder.translates_units or small:
         body = read_limited(upstream, INSPECT_LIMIT)
         call.status = upstream.status_code
         if call.inspect is not None:
             body = call.inspect(call, body) or body
         call.usage = framing.find_usage(body) if accounts_usage(call.method) else None
-        return Response(body, status=upstream.status_code, headers=headers)
-    return Response(StreamBody(relay_unary_chunks(call, upstream)), status=upstream.status_code, headers=headers,
-                    direct_passthrough=True)
+        return Reply(upstream.status_code, headers, call.encoder.unary(call, body))
+    return Reply(upstream.status_code, headers, StreamBody(relay_unary_chunks(call, upstream)), streamed=True)
 
 
 def open_upstream(call, services):
@@ -222,7 +232,7 @@ def upstream_error_response(call, error):
     headers = response_headers(error.headers, call)
     if not any(name.lower() == "content-type" for name, _ in headers):
         headers.append(("Content-Type", "application/json; charset=UTF-8"))
-    return Response(error.body, status=error.status, headers=headers)
+    return Reply(*call.encoder.upstream_error(call, error.status, headers, error.body))
 
 
 def response_headers(upstream_headers, call):

@@ -8,7 +8,6 @@ element, so SDKs raise instead of seeing a clean end.  A caller that hangs up cu
 import time
 from collections import deque
 
-import orjson
 
 from relay.pipeline import clientwatch
 from relay.gemini import framing
@@ -57,6 +56,8 @@ def relay_stream(call, upstream):
     splitter = (framing.SseSplitter(MAX_STREAM_UNIT) if call.stream == "sse"
                 else framing.JsonArraySplitter(MAX_STREAM_UNIT))
     payload_of = framing.SseSplitter.data if call.stream == "sse" else framing.JsonArraySplitter.element
+    encoder = call.encoder
+    translate = encoder.unit if encoder.translates_units else None
     call.status = upstream.status_code
     failure = None
     metrics.OPEN_STREAMS.inc()
@@ -71,7 +72,12 @@ def relay_stream(call, upstream):
                     usage = _unit_usage(unit, payload_of)
                     if usage is not None:
                         call.usage = usage
-                    yield unit
+                    if translate is None:
+                        yield unit
+                    else:
+                        translated = translate(call, payload_of(unit))
+                        if translated:
+                            yield translated
             clean = splitter.finished if call.stream == "array" else (splitter.pending == 0 or splitter.pending_is_blank)
             if not clean and call.aborted != "client":
                 failure = Unavailable("The upstream stream ended before the response was complete.")
@@ -85,11 +91,11 @@ def relay_stream(call, upstream):
             metrics.OPEN_STREAMS.dec()
         if failure is not None:
             call.aborted = "upstream"
-            error_json = orjson.dumps(failure.to_dict())
-            if call.stream == "sse":
-                yield framing.sse_event(error_json)
-            else:
-                yield framing.json_array_error_tail(splitter, error_json)
+            yield encoder.stream_error(call, failure, splitter)
+        elif call.aborted is None:
+            ending = encoder.stream_end(call)
+            if ending:
+                yield ending
 
 
 def relay_unary_chunks(call, upstream):

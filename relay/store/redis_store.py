@@ -5,10 +5,8 @@ import os
 import orjson
 import redis
 
-from relay.store.base import (
-    DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, aggregate_usage, check_usage_group, normalize_usage_row,
-    refilled_tokens,
-)
+from relay.store.base import DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, refilled_tokens
+from relay.store.redis_usage import USAGE_ROWS_CAP, WRITE_USAGE_LUA, RedisUsageLedger
 
 # KEYS: blocked zset (key_id -> until), states hash (key_id -> state). ARGV: now.
 BLOCKED_KEYS_LUA = """
@@ -95,7 +93,7 @@ end
 SCRIPTS = {
     "blocked_keys": BLOCKED_KEYS_LUA, "cool_down": COOL_DOWN_LUA, "bucket": BUCKET_LUA,
     "add_client_key": ADD_CLIENT_KEY_LUA, "client_key_by_hash": CLIENT_KEY_BY_HASH_LUA,
-    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA,
+    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA,
 }
 
 
@@ -103,22 +101,22 @@ class RedisStore(Store):
     """Store in Redis; keys are named `<prefix>...` (default "relay:"). Each process builds its own
     connection pool on first use and again after a fork; every hot-path call is one round trip.
 
-    Usage rows live in one sorted set by ts, capped at the newest `usage_cap` rows (default 100,000);
-    query_usage aggregates in Python, about half a second at the cap (measured on loopback): enough for
-    an admin view over days of moderate traffic, not for analytics over millions of rows.
+    Usage (relay.store.redis_usage): exact totals per UTC day and hour, written with the rows; the raw
+    rows themselves are kept for the newest `usage_rows_cap` (default USAGE_ROWS_CAP, 100,000) only.
     """
 
     backend_errors = (redis.RedisError,)
 
-    def __init__(self, url: str, prefix: str = "relay:", usage_cap: int = 100_000, timeout_s: float = 5.0):
+    def __init__(self, url: str, prefix: str = "relay:", usage_rows_cap: int = USAGE_ROWS_CAP,
+                 timeout_s: float = 5.0):
         try:
             redis.ConnectionPool.from_url(url)
         except ValueError as err:
             raise StoreError(f"the Redis URL is not valid ({err}); expected redis://host:port/db") from err
         self.url = url
         self.prefix = prefix
-        self.usage_cap = usage_cap
         self.timeout_s = timeout_s
+        self._usage = RedisUsageLedger(prefix, usage_rows_cap)
         self._client: redis.Redis | None = None
         self._client_pid: int | None = None
         self._scripts: dict = {}
@@ -308,31 +306,14 @@ class RedisStore(Store):
     # Usage records
 
     def write_usage(self, rows):
-        if not rows:
-            return
-        # A random tag keeps two identical rows from collapsing into one sorted-set member.
-        members = {f"{os.urandom(4).hex()}|{orjson.dumps(row).decode()}": row["ts"]
-                   for row in map(normalize_usage_row, rows)}
-        pipe = self._redis().pipeline()
-        pipe.zadd(self._key("usage"), members)
-        pipe.zremrangebyrank(self._key("usage"), 0, -self.usage_cap - 1)
-        pipe.execute()
+        if rows:
+            self._run("write_usage", *self._usage.write_arguments(rows))
 
     def query_usage(self, since, group, client):
-        check_usage_group(group)
-        rows = map(_usage_row, self._redis().zrangebyscore(self._key("usage"), since, "+inf"))
-        return aggregate_usage((row for row in rows if client is None or row["client"] == client), group)
+        return self._usage.query(self._redis(), since, group, client)
 
     def usage_rows(self, since, client=None, limit=1000):
-        client_redis, found, offset = self._redis(), [], 0
-        page_size = limit if client is None else max(limit, 1000)
-        while len(found) < limit:
-            page = client_redis.zrevrangebyscore(self._key("usage"), "+inf", since, start=offset, num=page_size)
-            found.extend(row for row in map(_usage_row, page) if client is None or row["client"] == client)
-            if len(page) < page_size:
-                break
-            offset += page_size
-        return found[:limit]
+        return self._usage.rows(self._redis(), since, client, limit)
 
     # Misc
 
@@ -357,7 +338,3 @@ def _client_record(record_json: str, last_used: str | None) -> dict:
     record = orjson.loads(record_json)
     record["last_used"] = _float_or_none(last_used)
     return record
-
-
-def _usage_row(member: str) -> dict:
-    return orjson.loads(member.partition("|")[2])

@@ -1,6 +1,7 @@
 """This module provides the Redis store, shared by every relay instance that points at the same Redis."""
 
 import os
+from typing import NamedTuple
 
 import orjson
 import redis
@@ -8,10 +9,11 @@ import redis
 from relay.store.base import DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, refilled_tokens
 from relay.store.redis_usage import USAGE_ROWS_CAP, WRITE_USAGE_LUA, RedisUsageLedger
 
-# KEYS: blocked zset (key_id -> until), states hash (key_id -> state). ARGV: now.
+# KEYS: blocked zset (key_id -> until), states hash (key_id -> state), key-states version. ARGV: now.
+# The version comes first, read in the same atomic step as the states it describes.
 BLOCKED_KEYS_LUA = """
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-local result = {}
+local result = {redis.call('GET', KEYS[3]) or ''}
 for i = 1, #found, 2 do
     local state = redis.call('HGET', KEYS[2], found[i])
     if state == 'cooling' or state == 'disabled' then
@@ -20,7 +22,8 @@ for i = 1, #found, 2 do
 end
 return result
 """
-# KEYS: blocked, states, the key's hash, all-keys set. ARGV: key_id, until, reason, now.
+# KEYS: blocked, states, the key's hash, all-keys set, key-states version. ARGV: key_id, until, reason, now,
+# new version.
 # Scores travel as the strings Redis and Python wrote, so no precision is lost in Lua.
 COOL_DOWN_LUA = """
 local key_id, blocked_until, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -37,6 +40,7 @@ if new_state == 'cooling' then redis.call('HSET', KEYS[3], 'reason', reason) end
 redis.call('HSET', KEYS[3], 'last_failure_at', ARGV[4], 'last_failure_reason', reason)
 redis.call('HINCRBY', KEYS[3], 'c:cooldowns', 1)
 redis.call('SADD', KEYS[4], key_id)
+redis.call('SET', KEYS[5], ARGV[5])
 """
 # KEYS: bucket hash. ARGV: capacity, refill_per_s, cost, now, "take" or "debit", debt limit factor.
 # Same math as base.refilled_tokens / seconds_until; numbers go back as strings (Lua would truncate them).
@@ -97,12 +101,23 @@ SCRIPTS = {
 }
 
 
+class BlockedKeysAnswer(NamedTuple):
+    """A blocked_keys answer kept for later requests: valid while the version is unchanged and now >= asked_at."""
+
+    version: str
+    asked_at: float
+    blocked: dict[str, tuple[float, str]]
+
+
 class RedisStore(Store):
     """Store in Redis; keys are named `<prefix>...` (default "relay:"). Each process builds its own
     connection pool on first use and again after a fork; every hot-path call is one round trip.
 
     Usage (relay.store.redis_usage): exact totals per UTC day and hour, written with the rows; the raw
     rows themselves are kept for the newest `usage_rows_cap` (default USAGE_ROWS_CAP, 100,000) only.
+
+    Key states are asked on every request: blocked_keys keeps its last answer and costs one GET of the
+    key-states version while that is unchanged (see there).
     """
 
     backend_errors = (redis.RedisError,)
@@ -120,6 +135,7 @@ class RedisStore(Store):
         self._client: redis.Redis | None = None
         self._client_pid: int | None = None
         self._scripts: dict = {}
+        self._blocked: BlockedKeysAnswer | None = None
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -139,13 +155,24 @@ class RedisStore(Store):
     # Upstream key health
 
     def blocked_keys(self, now):
-        found = self._run("blocked_keys", [self._key("keys", "blocked"), self._key("keys", "state")], [repr(now)])
-        return {found[i]: (float(found[i + 1]), found[i + 2]) for i in range(0, len(found), 3)}
+        # Asked on every request. Every write that changes key states sets the version to a new random
+        # token, so while it reads the same, the last answer less the blocks run out since is exact.
+        # (A token, not INCR: a counter starts again at 1 when Redis loses its data, and could come back
+        # to a number a worker holds with other states.) Going back in time re-reads: blocks that had run
+        # out at asked_at were left out of the answer.
+        version = self._redis().get(self._key("keys", "version")) or ""
+        answer = self._blocked
+        if answer is None or answer.version != version or now < answer.asked_at:
+            keys = [self._key("keys", "blocked"), self._key("keys", "state"), self._key("keys", "version")]
+            version, *found = self._run("blocked_keys", keys, [repr(now)])
+            blocked = {found[i]: (float(found[i + 1]), found[i + 2]) for i in range(0, len(found), 3)}
+            answer = self._blocked = BlockedKeysAnswer(version, now, blocked)
+        return {key_id: block for key_id, block in answer.blocked.items() if block[0] > now}
 
     def cool_down(self, key_id, until, reason, now):
         keys = [self._key("keys", "blocked"), self._key("keys", "state"), self._key("key", key_id),
-                self._key("keys", "all")]
-        self._run("cool_down", keys, [key_id, repr(until), reason, repr(now)])
+                self._key("keys", "all"), self._key("keys", "version")]
+        self._run("cool_down", keys, [key_id, repr(until), reason, repr(now), _new_version()])
 
     def disable(self, key_id, until, reason, now):
         pipe = self._redis().pipeline()
@@ -155,6 +182,7 @@ class RedisStore(Store):
                                                      "last_failure_reason": reason})
         pipe.hincrby(self._key("key", key_id), "c:disables", 1)
         pipe.sadd(self._key("keys", "all"), key_id)
+        pipe.set(self._key("keys", "version"), _new_version())
         pipe.execute()
 
     def clear_key(self, key_id):
@@ -162,6 +190,7 @@ class RedisStore(Store):
         pipe.zrem(self._key("keys", "blocked"), key_id)
         pipe.hdel(self._key("keys", "state"), key_id)
         pipe.hdel(self._key("key", key_id), "reason")
+        pipe.set(self._key("keys", "version"), _new_version())
         pipe.execute()
 
     def add_key_counts(self, counts, now):
@@ -326,7 +355,7 @@ class RedisStore(Store):
     def close(self):
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
-        self._client = self._client_pid = None
+        self._client = self._client_pid = self._blocked = None
         self._scripts = {}
 
 
@@ -338,3 +367,7 @@ def _client_record(record_json: str, last_used: str | None) -> dict:
     record = orjson.loads(record_json)
     record["last_used"] = _float_or_none(last_used)
     return record
+
+
+def _new_version() -> str:
+    return os.urandom(8).hex()

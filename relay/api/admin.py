@@ -14,7 +14,7 @@ from relay.clients.auth import presented_key
 from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
 from relay.store import StoreError
-from relay.store.base import USAGE_GROUPS
+from relay.store.base import USAGE_GROUPS, usage_window_start
 
 bp = Blueprint("admin", __name__, url_prefix="/relay")
 
@@ -57,13 +57,14 @@ def upstreams():
 
 @bp.get("/usage")
 def usage():
-    """Usage totals for the last ``days`` by ``group``: everyone's for the admin, a key's own otherwise."""
+    """Usage totals for the last ``days`` (from the start of that hour) by ``group``: everyone's for the
+    admin, a key's own otherwise."""
     services = current()
     client = None if is_admin() else usage_client(services)
     days, group = usage_query()
     try:
         services.usage.flush()  # include what this worker has queued but not yet written
-        rows = services.store.query_usage(time.time() - days * 86400, group, client)
+        rows = services.store.query_usage(usage_window_start(time.time(), days), group, client)
     except StoreError:
         raise Unavailable("The shared store is unreachable; usage cannot be read right now.") from None
     return jsonify(days=days, group=group, client=client, rows=rows)

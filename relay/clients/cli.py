@@ -16,6 +16,7 @@ from flask.cli import AppGroup
 
 from relay.clients.auth import hash_key
 from relay.store import KeyExists, StoreError
+from relay.store.base import usage_window_start
 
 keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the shared store).")
 
@@ -131,10 +132,11 @@ def revoke(name):
 @click.argument("name", required=False)
 @click.option("--days", type=int, default=7, show_default=True, callback=_days, help="How many days back.")
 def usage(name, days):
-    """Requests and tokens over the last DAYS days: per key, or per model for the key called NAME."""
+    """Requests and tokens over the last DAYS days (from the start of that hour): per key, or per model
+    for the key called NAME."""
     group, heading = ("model", "MODEL") if name else ("key", "KEY")
     try:
-        rows = _store().query_usage(time.time() - days * 86400, group, name)
+        rows = _store().query_usage(usage_window_start(time.time(), days), group, name)
     except StoreError as error:
         raise click.ClickException(f"the store could not be read: {error}") from None
     table = [(heading, "REQUESTS", "ERRORS", "PROMPT", "CANDIDATES", "THOUGHTS", "CACHED", "TOOL USE", "TOTAL")]

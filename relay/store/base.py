@@ -1,7 +1,6 @@
 """This module provides the shared-state store interface, its errors and the math both backends share."""
 
 import abc
-import datetime
 import functools
 import math
 
@@ -18,6 +17,8 @@ USAGE_DEFAULTS = {
     "upstream_status": None, **{field: 0 for field in TOKEN_FIELDS},
     "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None,
 }
+# Usage windows start on a whole UTC hour: the finest granule of the Redis store's totals.
+USAGE_WINDOW_ALIGN_S = 3600
 # A debited bucket may owe at most this many times its capacity.
 DEBT_LIMIT_FACTOR = 10
 
@@ -163,6 +164,10 @@ class Store(abc.ABC):
         Each row: {group: value, "requests", "errors" (status >= 400), and one sum per TOKEN_FIELDS}.
         "model" groups by requested_model (the name the caller asked for, e.g. with a thinking suffix),
         "upstream_model" by the name the upstream saw, "key" by client, "day" by the UTC date of ts.
+
+        Exact at any volume for a `since` on a whole UTC hour (usage_window_start gives one). Redis keeps
+        totals per hour and day and counts the part of an hour after any other `since` from its raw
+        rows, which it keeps only up to a cap (relay.store.redis_usage).
         """
 
     @abc.abstractmethod
@@ -228,15 +233,10 @@ def normalize_usage_row(row: dict) -> dict:
     return normalized
 
 
-def usage_group_value(row: dict, group: str):
-    """Return the value a normalized usage row is grouped under."""
-    if group == "model":
-        return row["requested_model"]
-    if group == "key":
-        return row["client"]
-    if group == "day":
-        return datetime.datetime.fromtimestamp(row["ts"], datetime.timezone.utc).strftime("%Y-%m-%d")
-    return row[group]
+def usage_window_start(now: float, days: int) -> float:
+    """Return where the usage views' last `days` days begin: the start of the UTC hour `days` days before
+    now, which query_usage answers exactly on either backend however many rows there are."""
+    return (now - days * 86400) // USAGE_WINDOW_ALIGN_S * USAGE_WINDOW_ALIGN_S
 
 
 def check_usage_group(group: str) -> None:
@@ -244,20 +244,6 @@ def check_usage_group(group: str) -> None:
         raise ValueError(f"usage group must be one of {', '.join(USAGE_GROUPS)}, not {group!r}")
 
 
-def aggregate_usage(rows, group: str) -> list[dict]:
-    """Aggregate normalized usage rows the way query_usage returns them (None sorts first)."""
-    totals: dict = {}
-    for row in rows:
-        value = usage_group_value(row, group)
-        total = totals.get(value)
-        if total is None:
-            total = totals[value] = {group: value, "requests": 0, "errors": 0, **dict.fromkeys(TOKEN_FIELDS, 0)}
-        total["requests"] += 1
-        total["errors"] += row["status"] >= 400
-        for field in TOKEN_FIELDS:
-            total[field] += row[field]
-    return sorted(totals.values(), key=lambda total: usage_sort_key(total[group]))
-
-
 def usage_sort_key(value):
+    """Sort usage groups as SQLite's ORDER BY does: None first."""
     return (value is not None, value if value is not None else 0)

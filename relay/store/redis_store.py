@@ -1,19 +1,19 @@
 """This module provides the Redis store, shared by every relay instance that points at the same Redis."""
 
 import os
+from typing import NamedTuple
 
 import orjson
 import redis
 
-from relay.store.base import (
-    DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, aggregate_usage, check_usage_group, normalize_usage_row,
-    refilled_tokens,
-)
+from relay.store.base import DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, refilled_tokens
+from relay.store.redis_usage import USAGE_ROWS_CAP, WRITE_USAGE_LUA, RedisUsageLedger
 
-# KEYS: blocked zset (key_id -> until), states hash (key_id -> state). ARGV: now.
+# KEYS: blocked zset (key_id -> until), states hash (key_id -> state), key-states version. ARGV: now.
+# The version comes first, read in the same atomic step as the states it describes.
 BLOCKED_KEYS_LUA = """
 local found = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf', 'WITHSCORES')
-local result = {}
+local result = {redis.call('GET', KEYS[3]) or ''}
 for i = 1, #found, 2 do
     local state = redis.call('HGET', KEYS[2], found[i])
     if state == 'cooling' or state == 'disabled' then
@@ -22,7 +22,8 @@ for i = 1, #found, 2 do
 end
 return result
 """
-# KEYS: blocked, states, the key's hash, all-keys set. ARGV: key_id, until, reason, now.
+# KEYS: blocked, states, the key's hash, all-keys set, key-states version. ARGV: key_id, until, reason, now,
+# new version.
 # Scores travel as the strings Redis and Python wrote, so no precision is lost in Lua.
 COOL_DOWN_LUA = """
 local key_id, blocked_until, reason, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -39,6 +40,7 @@ if new_state == 'cooling' then redis.call('HSET', KEYS[3], 'reason', reason) end
 redis.call('HSET', KEYS[3], 'last_failure_at', ARGV[4], 'last_failure_reason', reason)
 redis.call('HINCRBY', KEYS[3], 'c:cooldowns', 1)
 redis.call('SADD', KEYS[4], key_id)
+redis.call('SET', KEYS[5], ARGV[5])
 """
 # KEYS: bucket hash. ARGV: capacity, refill_per_s, cost, now, "take" or "debit", debt limit factor.
 # Same math as base.refilled_tokens / seconds_until; numbers go back as strings (Lua would truncate them).
@@ -95,33 +97,45 @@ end
 SCRIPTS = {
     "blocked_keys": BLOCKED_KEYS_LUA, "cool_down": COOL_DOWN_LUA, "bucket": BUCKET_LUA,
     "add_client_key": ADD_CLIENT_KEY_LUA, "client_key_by_hash": CLIENT_KEY_BY_HASH_LUA,
-    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA,
+    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA,
 }
+
+
+class BlockedKeysAnswer(NamedTuple):
+    """A blocked_keys answer kept for later requests: valid while the version is unchanged and now >= asked_at."""
+
+    version: str
+    asked_at: float
+    blocked: dict[str, tuple[float, str]]
 
 
 class RedisStore(Store):
     """Store in Redis; keys are named `<prefix>...` (default "relay:"). Each process builds its own
     connection pool on first use and again after a fork; every hot-path call is one round trip.
 
-    Usage rows live in one sorted set by ts, capped at the newest `usage_cap` rows (default 100,000);
-    query_usage aggregates in Python, about half a second at the cap (measured on loopback): enough for
-    an admin view over days of moderate traffic, not for analytics over millions of rows.
+    Usage (relay.store.redis_usage): exact totals per UTC day and hour, written with the rows; the raw
+    rows themselves are kept for the newest `usage_rows_cap` (default USAGE_ROWS_CAP, 100,000) only.
+
+    Key states are asked on every request: blocked_keys keeps its last answer and costs one GET of the
+    key-states version while that is unchanged (see there).
     """
 
     backend_errors = (redis.RedisError,)
 
-    def __init__(self, url: str, prefix: str = "relay:", usage_cap: int = 100_000, timeout_s: float = 5.0):
+    def __init__(self, url: str, prefix: str = "relay:", usage_rows_cap: int = USAGE_ROWS_CAP,
+                 timeout_s: float = 5.0):
         try:
             redis.ConnectionPool.from_url(url)
         except ValueError as err:
             raise StoreError(f"the Redis URL is not valid ({err}); expected redis://host:port/db") from err
         self.url = url
         self.prefix = prefix
-        self.usage_cap = usage_cap
         self.timeout_s = timeout_s
+        self._usage = RedisUsageLedger(prefix, usage_rows_cap)
         self._client: redis.Redis | None = None
         self._client_pid: int | None = None
         self._scripts: dict = {}
+        self._blocked: BlockedKeysAnswer | None = None
 
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -141,13 +155,24 @@ class RedisStore(Store):
     # Upstream key health
 
     def blocked_keys(self, now):
-        found = self._run("blocked_keys", [self._key("keys", "blocked"), self._key("keys", "state")], [repr(now)])
-        return {found[i]: (float(found[i + 1]), found[i + 2]) for i in range(0, len(found), 3)}
+        # Asked on every request. Every write that changes key states sets the version to a new random
+        # token, so while it reads the same, the last answer less the blocks run out since is exact.
+        # (A token, not INCR: a counter starts again at 1 when Redis loses its data, and could come back
+        # to a number a worker holds with other states.) Going back in time re-reads: blocks that had run
+        # out at asked_at were left out of the answer.
+        version = self._redis().get(self._key("keys", "version")) or ""
+        answer = self._blocked
+        if answer is None or answer.version != version or now < answer.asked_at:
+            keys = [self._key("keys", "blocked"), self._key("keys", "state"), self._key("keys", "version")]
+            version, *found = self._run("blocked_keys", keys, [repr(now)])
+            blocked = {found[i]: (float(found[i + 1]), found[i + 2]) for i in range(0, len(found), 3)}
+            answer = self._blocked = BlockedKeysAnswer(version, now, blocked)
+        return {key_id: block for key_id, block in answer.blocked.items() if block[0] > now}
 
     def cool_down(self, key_id, until, reason, now):
         keys = [self._key("keys", "blocked"), self._key("keys", "state"), self._key("key", key_id),
-                self._key("keys", "all")]
-        self._run("cool_down", keys, [key_id, repr(until), reason, repr(now)])
+                self._key("keys", "all"), self._key("keys", "version")]
+        self._run("cool_down", keys, [key_id, repr(until), reason, repr(now), _new_version()])
 
     def disable(self, key_id, until, reason, now):
         pipe = self._redis().pipeline()
@@ -157,6 +182,7 @@ class RedisStore(Store):
                                                      "last_failure_reason": reason})
         pipe.hincrby(self._key("key", key_id), "c:disables", 1)
         pipe.sadd(self._key("keys", "all"), key_id)
+        pipe.set(self._key("keys", "version"), _new_version())
         pipe.execute()
 
     def clear_key(self, key_id):
@@ -164,6 +190,7 @@ class RedisStore(Store):
         pipe.zrem(self._key("keys", "blocked"), key_id)
         pipe.hdel(self._key("keys", "state"), key_id)
         pipe.hdel(self._key("key", key_id), "reason")
+        pipe.set(self._key("keys", "version"), _new_version())
         pipe.execute()
 
     def add_key_counts(self, counts, now):
@@ -308,31 +335,14 @@ class RedisStore(Store):
     # Usage records
 
     def write_usage(self, rows):
-        if not rows:
-            return
-        # A random tag keeps two identical rows from collapsing into one sorted-set member.
-        members = {f"{os.urandom(4).hex()}|{orjson.dumps(row).decode()}": row["ts"]
-                   for row in map(normalize_usage_row, rows)}
-        pipe = self._redis().pipeline()
-        pipe.zadd(self._key("usage"), members)
-        pipe.zremrangebyrank(self._key("usage"), 0, -self.usage_cap - 1)
-        pipe.execute()
+        if rows:
+            self._run("write_usage", *self._usage.write_arguments(rows))
 
     def query_usage(self, since, group, client):
-        check_usage_group(group)
-        rows = map(_usage_row, self._redis().zrangebyscore(self._key("usage"), since, "+inf"))
-        return aggregate_usage((row for row in rows if client is None or row["client"] == client), group)
+        return self._usage.query(self._redis(), since, group, client)
 
     def usage_rows(self, since, client=None, limit=1000):
-        client_redis, found, offset = self._redis(), [], 0
-        page_size = limit if client is None else max(limit, 1000)
-        while len(found) < limit:
-            page = client_redis.zrevrangebyscore(self._key("usage"), "+inf", since, start=offset, num=page_size)
-            found.extend(row for row in map(_usage_row, page) if client is None or row["client"] == client)
-            if len(page) < page_size:
-                break
-            offset += page_size
-        return found[:limit]
+        return self._usage.rows(self._redis(), since, client, limit)
 
     # Misc
 
@@ -345,7 +355,7 @@ class RedisStore(Store):
     def close(self):
         if self._client is not None and self._client_pid == os.getpid():
             self._client.close()
-        self._client = self._client_pid = None
+        self._client = self._client_pid = self._blocked = None
         self._scripts = {}
 
 
@@ -359,5 +369,5 @@ def _client_record(record_json: str, last_used: str | None) -> dict:
     return record
 
 
-def _usage_row(member: str) -> dict:
-    return orjson.loads(member.partition("|")[2])
+def _new_version() -> str:
+    return os.urandom(8).hex()

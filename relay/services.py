@@ -40,15 +40,23 @@ class Services:
         self._closed = False
         atexit.register(self.shutdown)
 
-    def record(self, call, target, outcome, detail=None, retry_delay=None, model=None):
-        """An upstream attempt finished: count it, and tell the pool (managed mode: passthrough keys aren't ours)."""
+    def record(self, call, target, outcome, detail=None, retry_delay=None, model=None, reason=None):
+        """An upstream attempt finished: count it, and tell the pool (managed mode: passthrough keys aren't ours).
+
+        A key the upstream refused (``reason``: Google's ErrorInfo reason) is logged as a warning naming the
+        key's id (never the key), the upstream and the reason: the operator has to replace it.
+        """
         retry_reason = call.scratch.get("previous_outcome") if call.attempts > 1 else None
         metrics.attempt(target.upstream.name, outcome, retry_reason)
         call.scratch["previous_outcome"] = detail or outcome
         if self.settings.managed and target.key is not None:
-            self.pool.record(target, outcome, retry_delay=retry_delay, model=model)
+            self.pool.record(target, outcome, retry_delay=retry_delay, model=model, reason=reason)
             if outcome in ("rate_limited", "key_invalid"):
                 metrics.key_blocked(target.upstream.name, "cooldown" if outcome == "rate_limited" else "disabled")
+            if outcome == "key_invalid":
+                log.warning("upstream %s refused relay's key %s (%s); it is disabled until re-probed",
+                            target.upstream.name, target.key_id, reason,
+                            extra={"key_id": target.key_id, "upstream": target.upstream.name, "reason": reason})
 
     def finished(self, call):
         """A relayed call is completely done (body sent or abandoned): queue its usage row, charge its tokens."""

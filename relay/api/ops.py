@@ -17,6 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from relay.observability import metrics
 from relay.errors import PermissionDenied, Unauthenticated
 from relay.services import current
+from relay.store import StoreError
 
 try:
     import greenlet
@@ -34,13 +35,28 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Configuration loaded and the shared store reachable: ready for traffic."""
+    """Configuration loaded, the shared store reachable and (managed mode) some upstream key usable: ready.
+
+    ``keys`` counts relay's upstream keys (see Pool.key_health): a key resting for a 429 still counts as
+    usable, since it comes back on its own and callers get a 429 with Retry-After meanwhile; only when the
+    upstream has refused every key does readiness fail, because nothing but the operator can fix that.
+    """
     services = current()
     store_ok = services.store.ping()
-    body = {"status": "ok" if store_ok else "unavailable", "store": "ok" if store_ok else "unreachable",
+    body = {"status": "ok", "store": "ok" if store_ok else "unreachable",
             "mode": "managed" if services.settings.managed else "passthrough",
             "upstreams": len(services.settings.upstreams)}
-    return jsonify(body), 200 if store_ok else 503
+    ready = store_ok
+    if store_ok and services.settings.managed:
+        try:
+            body["keys"] = services.pool.key_health()
+        except StoreError:
+            ready, body["store"] = False, "unreachable"
+        else:
+            ready = body["keys"]["usable"] > 0
+    if not ready:
+        body["status"] = "unavailable"
+    return jsonify(body), 200 if ready else 503
 
 
 @bp.get("/metrics")

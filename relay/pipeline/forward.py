@@ -17,8 +17,8 @@ from relay.errors import DeadlineExceeded, RelayError, Unavailable
 from relay.pipeline.encoders import GEMINI
 from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import UpstreamFailure, read_limited, send
-from relay.upstream.pool import Target
-from relay.upstream.verdict import classify_error, google_error
+from relay.upstream.pool import KEYS_REFUSED, Target
+from relay.upstream.verdict import classify_error, google_error, steers_identity
 
 INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
@@ -153,6 +153,7 @@ def open_upstream(call, services):
     url = upstream_url(call)
     last_failure = last_error = last_outcome = None
     soonest_429 = None  # (retry delay, error) of the rate-limited attempt whose key frees up first
+    steered = steers_identity(call.query, call.headers)
     for target in targets[: settings.max_attempts]:
         if call.attempts and time.monotonic() > deadline:
             break
@@ -172,21 +173,16 @@ def open_upstream(call, services):
         if response.status_code < 400:
             services.record(call, target, "ok")
             return response, target
-        error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), call_secrets(call, target))
-        error = google_error(error_body)
-        last_outcome, retry_delay, quota_model = classify_error(response.status_code, error)
-        services.record(call, target, last_outcome, retry_delay=retry_delay,
-                        model=call.upstream_model if quota_model else None)
-        last_error = UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
-        last_failure = None
+        verdict, last_error = judge_error(call, services, target, response, steered)
+        last_outcome, retry_delay, last_failure = verdict.outcome, verdict.retry_delay, None
         if last_outcome == "rate_limited" and (soonest_429 is None or (retry_delay or INF) < soonest_429[0]):
             soonest_429 = (retry_delay or INF, last_error)
         if last_outcome == "caller_error":
             break
     if settings.managed and last_outcome == "key_invalid":
-        # Google's "API key not valid" is about relay's key, not the caller's: say what it means for them.
+        # Google refused relay's key, not the caller's: say what it means for them, never which key.
         plan_targets(call, services)  # 429 if the others are cooling down, 503 if all are disabled
-        raise Unavailable("The upstream rejected relay's keys for this model. Please try again later.")
+        raise Unavailable(KEYS_REFUSED)
     if last_outcome == "rate_limited":
         # Relay Google's own 429, the one whose RetryInfo frees up first.
         last_error = soonest_429[1]
@@ -195,6 +191,17 @@ def open_upstream(call, services):
     if last_failure is not None and last_failure.reason == "timeout":
         raise DeadlineExceeded("The upstream did not answer in time.")
     raise Unavailable("The upstream service is unreachable. Please try again later.")
+
+
+def judge_error(call, services, target, response, steered):
+    """Read an upstream error answer, judge it (see relay.upstream.verdict) and record the verdict for the key:
+    (Verdict, UpstreamError)."""
+    error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), call_secrets(call, target))
+    error = google_error(error_body)
+    verdict = classify_error(response.status_code, error, steered=steered)
+    services.record(call, target, verdict.outcome, retry_delay=verdict.retry_delay,
+                    model=call.upstream_model if verdict.per_model else None, reason=verdict.reason)
+    return verdict, UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
 
 
 def plan_targets(call, services):

@@ -2,10 +2,13 @@
 
 Per request, :meth:`Pool.plan` lists candidate targets: upstreams serving the model, lowest priority tier
 first, weighted-shuffled within a tier, each upstream's keys in rotation, skipping keys that the shared
-store says are cooling down or disabled.  :meth:`Pool.record` turns an attempt's outcome into shared state:
-a 429 cools its key down for Google's ``RetryInfo`` (else exponential backoff), an invalid or revoked key
-is disabled until the re-probe time.  State changes are written on those events only; per-key request
-counters are kept in memory and flushed in batches.
+store says are cooling down or disabled.  :meth:`Pool.record` turns an attempt's outcome (judged by
+:mod:`relay.upstream.verdict`) into shared state: a 429 cools its key down, for one model or whole, for
+Google's ``RetryInfo`` clamped to at most :data:`MAX_RETRY_DELAY` (else exponential backoff up to
+:data:`MAX_BACKOFF`); a key Google refused is disabled until the re-probe time.  Nothing else changes a
+key's state: 5xx, connection errors and caller errors only count, so no run of failures a caller can
+provoke takes a key out.  State changes are written on those events only; per-key request counters are
+kept in memory and flushed in batches.
 """
 
 import fnmatch
@@ -25,6 +28,11 @@ from relay.store import StoreError
 log = logging.getLogger("relay.pool")
 
 MAX_BACKOFF = 300.0
+# The longest rest a RetryInfo can give a key: far above the seconds Google asks for per-minute quotas, and a
+# key that is still exhausted after it costs one attempt an hour.
+MAX_RETRY_DELAY = 3600.0
+KEYS_REFUSED = ("The upstream service refused this relay's own API keys for this model: a problem with the "
+                "relay's configuration, not with your request or your key. Please try again later.")
 
 
 @dataclass(frozen=True)
@@ -126,11 +134,13 @@ class Pool:
             self._raise_blocked(skipped, now)
         return order
 
-    def record(self, target, outcome, retry_delay=None, model=None):
-        """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error or connection_error.
+    def record(self, target, outcome, retry_delay=None, model=None, reason=None):
+        """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error, connection_error or
+        caller_error.
 
-        A 429 whose quota is per model (Google's usual ``…PerModel`` quotas) passes that ``model``: the key
-        cools down for that model only and keeps serving the others.
+        A 429 whose quota is per model (Google's usual ``…PerModel`` quotas) passes the call's ``model``: the
+        key cools down for that model only and keeps serving the others.  ``reason`` (Google's ErrorInfo
+        reason for a refused key) is kept with the disabled state for the admin view.
         """
         state_id = scoped_id(target.key_id, model) if model else target.key_id
         with self._lock:
@@ -146,10 +156,11 @@ class Pool:
         now = self.clock()
         try:
             if outcome == "rate_limited":
-                delay = retry_delay if retry_delay else min(self.settings.cooldown_base * 2 ** (strikes - 1), MAX_BACKOFF)
+                delay = self._cooldown(strikes, retry_delay)
                 self.store.cool_down(state_id, now + delay, f"429 for {model}" if model else "429", now)
             elif outcome == "key_invalid":
-                self.store.disable(target.key_id, now + self.settings.reprobe_interval, "key rejected by upstream", now)
+                self.store.disable(target.key_id, now + self.settings.reprobe_interval,
+                                   f"key refused by upstream: {reason}" if reason else "key refused by upstream", now)
         except StoreError:
             log.warning("could not record %s for key %s in the store", outcome, target.key_id)
 
@@ -194,7 +205,22 @@ class Pool:
                               "priority": upstream.priority, "weight": upstream.weight, "keys": keys})
         return upstreams
 
+    def key_health(self):
+        """How many of relay's keys can serve, from the shared state now: ``total``; ``rejected`` (refused by
+        the upstream, disabled until re-probed); ``cooling`` (resting for a 429 and back on their own, so
+        still counted as ``usable``); ``usable`` = total - rejected.  Raises StoreError if the store is down."""
+        blocked = self.store.blocked_keys(self.clock())
+        states = [blocked[key_id_][1] for key_id_ in self.targets_by_id if key_id_ in blocked]
+        total, rejected = len(self.targets_by_id), states.count("disabled")
+        return {"total": total, "usable": total - rejected, "cooling": states.count("cooling"), "rejected": rejected}
+
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _cooldown(self, strikes, retry_delay):
+        """Seconds a 429 rests a key: Google's RetryInfo within (0, MAX_RETRY_DELAY], else backoff."""
+        if retry_delay is not None and retry_delay > 0:
+            return min(retry_delay, MAX_RETRY_DELAY)
+        return min(self.settings.cooldown_base * 2 ** (strikes - 1), MAX_BACKOFF)
 
     @staticmethod
     def _block_of(blocked, target, upstream_model):
@@ -231,4 +257,5 @@ class Pool:
                 f"All upstream keys for this model are rate limited. Please retry in {wait:.1f}s.",
                 details=[retry_info(wait)], headers={"Retry-After": str(max(1, int(wait + 0.999)))},
             )
-        raise Unavailable("Every upstream key for this model is disabled or failing. Please try again later.")
+        # Only a refusal by the upstream disables a key (see record).
+        raise Unavailable(KEYS_REFUSED)

@@ -51,7 +51,8 @@ def test_healthz_and_readyz_from_every_worker(relay):
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         ready = fresh(relay, "/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"status": "ok", "store": "ok", "mode": "managed", "upstreams": 1}
+        assert ready.json() == {"status": "ok", "store": "ok", "mode": "managed", "upstreams": 1,
+                                "keys": {"total": 1, "usable": 1, "cooling": 0, "rejected": 0}}
         assert health.headers["X-Request-Id"] and ready.headers["Content-Type"].startswith("application/json")
 
 

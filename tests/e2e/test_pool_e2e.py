@@ -27,8 +27,11 @@ GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
 BODY = json.dumps({"contents": [{"role": "user", "parts": [{"text": "why is the sky blue?"}]}]}).encode()
 SSE_BYTES = (FIXTURES / "stream_sse/js-genai__Chats_Tests_sendMessage_Google_AI_with_text_stream.http.0.sse.txt").read_bytes()
-LEAKED_KEY = {"error": {"code": 403, "message": "Your API key was reported as leaked. Please use another API key.",
-                        "status": "PERMISSION_DENIED"}}
+# A revoked key, as Google refuses it: the verdict is ErrorInfo's reason, never the message.
+REVOKED_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
+                         "status": "INVALID_ARGUMENT", "details": [
+                             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
+                              "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
 
 
 def post(relay, path=GENERATE):
@@ -176,7 +179,7 @@ def test_a_stream_fails_over_before_its_first_byte(relay_factory, fake_upstream,
 
 def test_a_revoked_key_is_disabled_and_traffic_continues(relay_factory, fake_upstream):
     relay = relay_factory(env=managed_env([KEY_A, KEY_B, KEY_C], RELAY_REPROBE_SECONDS="3"), workers=2)
-    fake_upstream.script({"key": KEY_A, "status": 403, "body": LEAKED_KEY, "times": 1})
+    fake_upstream.script({"key": KEY_A, "status": 400, "body": REVOKED_KEY, "times": 1})
 
     entries = send_until(relay, fake_upstream, lambda entries: KEY_A in keys_sent(entries))
     [revoked] = [entry for entry in entries if entry["key"] == KEY_A]

@@ -43,7 +43,9 @@ def quota_error(delay):
 KEY_INVALID = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
                            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
                             "domain": "googleapis.com"})
-KEY_REVOKED = google_error(403, "PERMISSION_DENIED", "Your API key was reported as leaked. Please use another API key.")
+KEY_BLOCKED = google_error(403, "PERMISSION_DENIED", "Requests to this API are blocked.",
+                           {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED",
+                            "domain": "googleapis.com"})
 KEY_SUSPENDED = google_error(403, "PERMISSION_DENIED", "Permission denied: Consumer has been suspended.",
                              {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED"})
 
@@ -159,7 +161,7 @@ def test_caller_errors_are_never_retried(relay, upstream, status, body):
     assert blocked(services) == {}
 
 
-@pytest.mark.parametrize("status, body", [(400, KEY_INVALID), (403, KEY_REVOKED), (403, KEY_SUSPENDED)])
+@pytest.mark.parametrize("status, body", [(400, KEY_INVALID), (403, KEY_BLOCKED), (403, KEY_SUSPENDED)])
 def test_a_rejected_key_is_disabled_and_the_next_one_answers(relay, upstream, status, body):
     client, services = relay(env={"RELAY_REPROBE_SECONDS": "900"})
     answer(upstream, "key-0", status, body)
@@ -254,7 +256,7 @@ def test_every_upstream_timing_out_answers_504(relay, upstream):
 def test_every_key_disabled_answers_503_without_calling_upstream(relay, upstream):
     client, _ = relay()
     answer(upstream, "key-0", 400, KEY_INVALID)
-    answer(upstream, "key-1", 403, KEY_REVOKED)
+    answer(upstream, "key-1", 403, KEY_BLOCKED)
     post(client)
     assert keys_called(upstream) == ["key-0", "key-1"]
     response = post(client)

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import requests
-from tests.support import FIXTURES, REPO_ROOT
+from tests.support import FIXTURES, REPO_ROOT  # noqa: F401  (FIXTURES: re-exported for the e2e suites)
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "FTP_PROXY")
 # Settings a developer may have exported that would leak into the relay under test.

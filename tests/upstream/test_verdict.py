@@ -10,7 +10,6 @@ import json
 import logging
 import random
 import time
-from pathlib import Path
 
 import pytest
 import responses
@@ -21,9 +20,10 @@ from relay.store.sqlite import SqliteStore
 from relay.upstream import verdict
 from relay.upstream.pool import KEYS_REFUSED, MAX_BACKOFF, MAX_RETRY_DELAY, Pool, key_id
 from relay.upstream.verdict import Verdict, classify_error, google_error
+from tests.support import FIXTURES
 from tests.support.clock import FakeClock
 
-ERRORS = Path(__file__).parent / "fixtures" / "gemini" / "errors"
+ERRORS = FIXTURES / "errors"
 UPSTREAM = "http://upstream.test"
 CLIENT_KEY = "client-key-verdict-0001"
 ADMIN_TOKEN = "admin-token-verdict-0001"

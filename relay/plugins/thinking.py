@@ -240,3 +240,31 @@ def _variant(model, suffix):
     if isinstance(model.get("displayName"), str):
         variant["displayName"] = f"{model['displayName']} ({suffix.lstrip('-')})"
     return variant
+
+
+# OpenAI's reasoning_effort on a budget model, as Google's own OpenAI-compatibility layer maps it
+# (ai.google.dev/gemini-api/docs/openai: minimal and low 1K, medium 8K, high 24K tokens); the efforts
+# openai-python 2.x added above high ask for the most a family offers.
+EFFORT_BUDGETS = {"minimal": 1024, "low": 1024, "medium": 8192, "high": 24576}
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+
+
+def effort_config(model, effort):
+    """The thinkingConfig (camelCase) an OpenAI ``reasoning_effort`` asks for on ``model``.
+
+    ``none`` asks for as little thinking as the model allows (what ``-nothinking`` does).  Gemini 3
+    families get the nearest level they support; 2.5 families Google's budget, clamped to their range;
+    a model relay does not know gets Google's budget as written.
+    """
+    family = family_of(model)
+    if effort == "none":
+        return suffix_config(family, "nothinking", None)
+    if effort in ("xhigh", "max"):
+        if family is not None and not family.levels:
+            return {"thinkingBudget": family.budget_max}
+        effort = "high"
+    if family is None:
+        return {"thinkingBudget": EFFORT_BUDGETS[effort]}
+    if family.levels:
+        return {"thinkingLevel": nearest_level(family, effort.upper())}
+    return {"thinkingBudget": clamp_budget(family, EFFORT_BUDGETS[effort])}

@@ -1,0 +1,1 @@
+"""This package provides the unit tests of relay's OpenAI translation layer (relay.openai), pure and offline."""

@@ -24,10 +24,14 @@ INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024
 INSPECT_LIMIT = 64 * 1024 * 1024
-# Request headers worth passing on; everything else (cookies, credentials, hop-by-hop) stays here.
+# Request headers worth passing on; everything else stays here: credentials (Authorization, x-goog-api-key,
+# Cookie, X-Goog-AuthUser…), hop-by-hop headers, method overrides, and what picks the format of the bytes
+# relay must read: Accept (relay wants JSON, chosen by ``alt``) and Content-Type (relay sends its own, see
+# pipeline/request.py).  relay.gemini.parameters widens X-Goog-FieldMask and, in managed mode, drops
+# X-Goog-User-Project.
 FORWARD_REQUEST_HEADERS = (
-    "Content-Type", "Accept", "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project",
-    "X-Server-Timeout", "X-Goog-Request-Reason", "X-Goog-FieldMask", "Accept-Language",
+    "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project", "X-Server-Timeout",
+    "X-Goog-Request-Reason", "X-Goog-FieldMask", "Accept-Language",
 )
 DROP_RESPONSE_HEADERS = {
     "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",

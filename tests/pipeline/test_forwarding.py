@@ -279,7 +279,8 @@ def test_client_identification_headers_are_forwarded_and_credentials_are_not(man
     assert sent["User-Agent"] == "google-genai-sdk/3.4.0 gl-python/3.11.7"
     assert sent["x-goog-api-client"] == "google-genai-sdk/3.4.0 gl-python/3.11.7"
     assert sent["x-goog-request-params"] == "model=models/gemini-2.5-flash"
-    assert sent["x-goog-user-project"] == "my-project"
+    # Billing attribution is about the upstream key's project, relay's in managed mode: not the caller's to set.
+    assert "x-goog-user-project" not in sent
     assert sent["Content-Type"] == "application/json"
     for name in ("Authorization", "Cookie", "Proxy-Authorization", "X-HTTP-Method-Override", "X-Forwarded-For"):
         assert name not in sent

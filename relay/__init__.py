@@ -19,12 +19,17 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
 
     from relay.observability import accesslog
     from relay.clients import cli
-    from relay.api import admin, gemini, lifecycle, ops
+    from relay.api import admin, gemini, lifecycle, ops, routing
     from relay.services import Services
 
     settings = load_settings(environ, overrides)
     accesslog.init_logging()
     app = Flask(__name__)
+    # Never a redirect: werkzeug would build its Location from the caller's Host, with the query (?key=).
+    # Set before the blueprints register, as rules take these defaults when they are added.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.wsgi_app = routing.CollapseSlashes(app.wsgi_app)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False
     services = Services(settings, store=store)

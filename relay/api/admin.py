@@ -5,12 +5,11 @@ client key, with that key's own usage only.  ``/relay/`` is a static page with n
 for the admin token in the browser and calls the two JSON views with it.
 """
 
-import hmac
 import time
 
 from flask import Blueprint, current_app, jsonify, request
 
-from relay.clients.auth import presented_key
+from relay.clients.auth import presented_key, presents_admin_token, require_admin_token
 from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
 from relay.store import StoreError
@@ -32,22 +31,9 @@ PAGE_HEADERS = {
 }
 
 
-def is_admin():
-    token = current().settings.admin_token
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
-
-
-def require_admin():
-    if not current().settings.admin_token:
-        raise PermissionDenied("The admin views are off: set RELAY_ADMIN_TOKEN to enable them.")
-    if not is_admin():
-        raise Unauthenticated("This view needs the admin token as 'Authorization: Bearer <RELAY_ADMIN_TOKEN>'.")
-
-
 @bp.get("/upstreams")
 def upstreams():
-    require_admin()
+    require_admin_token(request.headers, current().settings.admin_token, "/relay/upstreams")
     try:
         report = current().pool.report()
     except StoreError:
@@ -60,7 +46,7 @@ def usage():
     """Usage totals for the last ``days`` (from the start of that hour) by ``group``: everyone's for the
     admin, a key's own otherwise."""
     services = current()
-    client = None if is_admin() else usage_client(services)
+    client = None if presents_admin_token(request.headers, services.settings.admin_token) else usage_client(services)
     days, group = usage_query()
     try:
         services.usage.flush()  # include what this worker has queued but not yet written
@@ -72,7 +58,12 @@ def usage():
 
 def usage_client(services):
     """The name whose usage a non-admin caller may see: its own relay key's."""
-    client = services.auth.authenticate(presented_key(request.headers, request.args))
+    try:
+        client = services.auth.authenticate(presented_key(request.headers, request.args))
+    except Unauthenticated as error:
+        # The usage page sends what it was given as the admin token: say that it was not that either.
+        raise Unauthenticated(f"{error.message} /relay/usage takes the admin token (RELAY_ADMIN_TOKEN) for "
+                              "everyone's usage, or a relay client key for that key's own.") from None
     if client.kind == "passthrough":
         # Passthrough callers bring their own Google keys, which relay cannot verify: no per-caller view.
         raise PermissionDenied("Usage per caller needs a relay client key; use the admin token for everyone's.")

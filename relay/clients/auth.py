@@ -1,8 +1,13 @@
 """This module provides client authentication: which key a caller presented, and whether relay accepts it.
 
-Callers present a key as ``Authorization: Bearer``, ``x-goog-api-key`` or ``?key=``.  Static keys
-(``RELAY_API_KEYS``) and keys created with the CLI (stored as hashes) are checked in constant time;
-the raw key is never stored, logged or forwarded.
+Callers present a key as ``Authorization: Bearer``, ``x-goog-api-key`` or ``?key=`` — the forms Google's
+SDKs and docs use.  Google also takes ``$key``, ``access_token`` and ``oauth_token`` query parameters;
+relay does not authenticate with them (no SDK sends them for API keys, and ``access_token`` means an
+OAuth or ephemeral token, not a relay key), but strips them like every credential form before forwarding
+(relay.gemini.parameters).  Static keys (``RELAY_API_KEYS``) and keys created with the CLI (stored as
+hashes) are checked in constant time; the raw key is never stored, logged or forwarded.
+
+The admin token (``RELAY_ADMIN_TOKEN``) is checked here too, once for every admin surface.
 """
 
 import hashlib
@@ -11,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
-from relay.errors import Unauthenticated
+from relay.errors import PermissionDenied, Unauthenticated
 from relay.store import StoreError
 
 KEY_HASH_DOMAIN = b"relay-client-key-v1"
@@ -46,6 +51,24 @@ def presented_key(headers, args):
         return token.strip()
     key = args.get("key", "").strip()
     return key or None
+
+
+def presents_admin_token(headers, admin_token):
+    """True when ``headers`` carry ``Authorization: Bearer <admin_token>``; always False with no admin token.
+
+    Whatever was presented is compared, so the time taken says nothing about the token.
+    """
+    scheme, _, presented = headers.get("Authorization", "").partition(" ")
+    matches = hmac.compare_digest(presented.strip().encode(), (admin_token or "").encode())
+    return bool(admin_token) and scheme.lower() == "bearer" and matches
+
+
+def require_admin_token(headers, admin_token, surface):
+    """Raise unless ``headers`` carry the admin token: 403 while admin surfaces are off (no token set), else 401."""
+    if not admin_token:
+        raise PermissionDenied(f"{surface} is off: set RELAY_ADMIN_TOKEN to enable it.")
+    if not presents_admin_token(headers, admin_token):
+        raise Unauthenticated(f"{surface} needs the admin token: 'Authorization: Bearer <RELAY_ADMIN_TOKEN>'.")
 
 
 class Authenticator:

@@ -137,6 +137,10 @@ def usage(name, days):
     group, heading = ("model", "MODEL") if name else ("key", "KEY")
     try:
         rows = _store().query_usage(usage_window_start(time.time(), days), group, name)
+        # A mistyped name would print an empty table: fail like `revoke`. Names relay gives callers itself
+        # ("static:…", "passthrough:…") are not stored keys, but their usage rows name them.
+        if name and not rows and not any(record["name"] == name for record in _store().list_client_keys()):
+            raise click.ClickException(f"no key named {name!r}; `flask --app app keys list` shows the names")
     except StoreError as error:
         raise click.ClickException(f"the store could not be read: {error}") from None
     table = [(heading, "REQUESTS", "ERRORS", "PROMPT", "CANDIDATES", "THOUGHTS", "CACHED", "TOOL USE", "TOTAL")]

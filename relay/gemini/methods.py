@@ -36,6 +36,9 @@ METHODS = {
         Method("batchEmbedContents", body_model="items"),
         Method("models.list", takes_body=False, on_model=False, body_model=None, accounts_usage=False),
         Method("models.get", takes_body=False, on_model=False, body_model=None, accounts_usage=False),
+        # A cache's answer carries its token count: charged once, when it is created, never when it is read.
+        *(Method(f"cachedContents.{action}", takes_body=action == "patch", on_model=False, body_model=None,
+                 accounts_usage=False) for action in ("list", "get", "patch", "delete")),
     )
 }
 MODEL_METHODS = tuple(name for name, method in METHODS.items() if method.on_model)

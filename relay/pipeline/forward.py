@@ -24,10 +24,14 @@ INF = float("inf")
 ERROR_BODY_LIMIT = 1024 * 1024
 SMALL_BODY = 1024 * 1024
 INSPECT_LIMIT = 64 * 1024 * 1024
-# Request headers worth passing on; everything else (cookies, credentials, hop-by-hop) stays here.
+# Request headers worth passing on; everything else stays here: credentials (Authorization, x-goog-api-key,
+# Cookie, X-Goog-AuthUser…), hop-by-hop headers, method overrides, and what picks the format of the bytes
+# relay must read: Accept (relay wants JSON, chosen by ``alt``) and Content-Type (relay sends its own, see
+# pipeline/request.py).  relay.gemini.parameters widens X-Goog-FieldMask and, in managed mode, drops
+# X-Goog-User-Project.
 FORWARD_REQUEST_HEADERS = (
-    "Content-Type", "Accept", "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project",
-    "X-Server-Timeout", "X-Goog-Request-Reason", "X-Goog-FieldMask", "Accept-Language",
+    "User-Agent", "X-Goog-Api-Client", "X-Goog-Request-Params", "X-Goog-User-Project", "X-Server-Timeout",
+    "X-Goog-Request-Reason", "X-Goog-FieldMask", "Accept-Language",
 )
 DROP_RESPONSE_HEADERS = {
     "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive", "date", "server",
@@ -154,6 +158,7 @@ def open_upstream(call, services):
     last_failure = last_error = last_outcome = None
     soonest_429 = None  # (retry delay, error) of the rate-limited attempt whose key frees up first
     steered = steers_identity(call.query, call.headers)
+    route_header(call)
     for target in targets[: settings.max_attempts]:
         if call.attempts and time.monotonic() > deadline:
             break
@@ -202,6 +207,18 @@ def judge_error(call, services, target, response, steered):
     services.record(call, target, verdict.outcome, retry_delay=verdict.retry_delay,
                     model=call.upstream_model if verdict.per_model else None, reason=verdict.reason)
     return verdict, UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
+
+
+def route_header(call):
+    """Google's routing header (legacy SDKs send ``model=models/…``) must name the model relay calls, not the
+    one the caller wrote: after a suffix or alias they differ.  Any other value is dropped."""
+    if "X-Goog-Request-Params" not in call.headers:
+        return
+    resource = call.resource.partition(":")[0]
+    if resource.startswith(("models/", "tunedModels/")):
+        call.headers["X-Goog-Request-Params"] = f"model={resource}"
+    else:
+        del call.headers["X-Goog-Request-Params"]
 
 
 def plan_targets(call, services):

@@ -213,3 +213,16 @@ def test_usage_per_key_and_per_model(cli, store):
     assert "bob" not in alice
 
     assert cli("usage", "--days", "0").exit_code == 2
+
+
+def test_usage_of_an_unknown_key_fails_like_revoke(cli, store):
+    created_key(cli, "quiet")
+    store.write_usage([usage_row("static:ab12cd34…wxyz", "gemini-2.5-flash", 10)])
+    for command in (("revoke", "nobody"), ("usage", "nobody"), ("usage", "nobody", "--days", "30")):
+        result = cli(*command)
+        assert result.exit_code == 1, (command, result.output)
+        assert "no key named 'nobody'" in result.output and "keys list" in result.output
+    quiet = cli("usage", "quiet")  # a key with no usage yet: an empty table, not an error
+    assert quiet.exit_code == 0 and table(quiet.output)["TOTAL"][-1] == "0"
+    static = cli("usage", "static:ab12cd34…wxyz")  # a name relay gave a caller: its rows name it
+    assert static.exit_code == 0 and table(static.output)["gemini-2.5-flash"][-1] == "10"

@@ -38,3 +38,8 @@ def test_token_counts_and_listings_are_not_charged_but_unknown_resources_are_rea
     assert accounts_usage("generateContent") and accounts_usage("batchEmbedContents")
     assert not accounts_usage("countTokens") and not accounts_usage("models.list")
     assert accounts_usage("cachedContents.create")  # a cache's creation reports its tokens
+
+
+def test_reading_or_changing_a_cache_charges_nothing():
+    for action in ("list", "get", "patch", "delete"):
+        assert not accounts_usage(f"cachedContents.{action}")

@@ -279,7 +279,8 @@ def test_client_identification_headers_are_forwarded_and_credentials_are_not(man
     assert sent["User-Agent"] == "google-genai-sdk/3.4.0 gl-python/3.11.7"
     assert sent["x-goog-api-client"] == "google-genai-sdk/3.4.0 gl-python/3.11.7"
     assert sent["x-goog-request-params"] == "model=models/gemini-2.5-flash"
-    assert sent["x-goog-user-project"] == "my-project"
+    # Billing attribution is about the upstream key's project, relay's in managed mode: not the caller's to set.
+    assert "x-goog-user-project" not in sent
     assert sent["Content-Type"] == "application/json"
     for name in ("Authorization", "Cookie", "Proxy-Authorization", "X-HTTP-Method-Override", "X-Forwarded-For"):
         assert name not in sent
@@ -344,3 +345,12 @@ def test_bad_resource_ids_are_4xx_and_never_reach_the_upstream(passthrough, mock
 
     assert 400 <= response.status_code < 500, (response.status_code, response.data)
     assert [call.request.url for call in mock_upstream.calls] == []
+
+
+def test_the_routing_header_names_the_model_relay_calls(managed, mock_upstream):
+    """A legacy SDK's ``x-goog-request-params: model=…`` follows a suffix to the upstream model."""
+    mock_method(mock_upstream, f"{UPSTREAM}/v1beta/models/{MODEL}:generateContent", "generateContent")
+    response = post(managed, f"/v1beta/models/{MODEL}-nothinking:generateContent", CONTENTS,
+                    headers={**AUTH, "x-goog-request-params": f"model=models/{MODEL}-nothinking"})
+    assert response.status_code == 200, response.data
+    assert only_call(mock_upstream).headers["x-goog-request-params"] == f"model=models/{MODEL}"

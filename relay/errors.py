@@ -41,6 +41,11 @@ class InvalidArgument(RelayError):
     message = "Request contains an invalid argument."
 
 
+class FailedPrecondition(RelayError):
+    code, status = 400, "FAILED_PRECONDITION"
+    message = "The request cannot be served in the system's current state."
+
+
 class Unauthenticated(RelayError):
     code, status = 401, "UNAUTHENTICATED"
     message = "Request is missing a valid API key."

@@ -1,9 +1,14 @@
-"""This module provides cachedContent ownership: who created each context cache, on which upstream key.
+"""This module provides ownership of upstream resources: who created each one, under which upstream key.
 
-Relaying ``POST cachedContents`` records (upstream, upstream key id, client key name, expiry) in the shared
-store; a later request that names the cache is pinned to that key, and in managed mode only the client
-that created a cache may see, use, update or delete it.  Anything else gets Google's own answer to a
-cache that is not yours: 403 ``PERMISSION_DENIED``.
+A context cache, a file, an upload session, a batch or an operation (the kinds in
+``relay.store.base.RESOURCE_KINDS``) lives in the Google project of the key that created it.  Relaying a
+create records (client key name, upstream, upstream key id, expiry, a small copy of the resource) in the
+shared store; a later request that references resources is pinned to their key.  In managed mode only the
+client that created a resource may see, use, update or delete it: anything else, and any resource relay
+has no record of, gets Google's own answer to a resource that is not yours (403 ``PERMISSION_DENIED``).
+Resources that live under different keys cannot be used together by any one key: 400
+``FAILED_PRECONDITION``, naming them, before anything is sent.  Passthrough callers use their own key, so
+none of this applies to them.
 """
 
 import logging
@@ -13,16 +18,47 @@ from datetime import datetime
 
 import orjson
 
-from relay.errors import PermissionDenied, Unavailable, render_json
+from relay.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable, render_json
 from relay.store import StoreError
+from relay.store.base import CACHES
 
-log = logging.getLogger("relay.caches")
+log = logging.getLogger("relay.ownership")
 DEFAULT_TTL = 3600.0
+# A record past this size keeps only the resource's short scalar fields (name, times, state, ...).
+MAX_RECORD_BYTES = 16 * 1024
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+# The names relay looks up, per kind; anything else is refused before the store is asked.
+NAMES = {
+    CACHES: re.compile(r"cachedContents/[A-Za-z0-9_-]{1,256}"),
+    "files": re.compile(r"files/[a-z0-9-]{1,40}"),  # Google: <= 40 lowercase letters, digits and dashes
+    "uploads": re.compile(r"uploads/[A-Za-z0-9_-]{1,256}"),
+    "batches": re.compile(r"batches/[A-Za-z0-9_-]{1,256}"),
+    "operations": re.compile(r"(?:(?:models|tunedModels)/[A-Za-z0-9._-]{1,256}/)?operations/[A-Za-z0-9_-]{1,256}"),
+}
+PRECONDITION_FAILURE_TYPE = "type.googleapis.com/google.rpc.PreconditionFailure"
+# Each reference costs a store read before anything is sent: a bound, at Google's most files per prompt.
+MAX_REFERENCES = 3000
 
 
-def not_yours():
-    return PermissionDenied("CachedContent not found (or permission denied)")
+def not_yours(kind, name):
+    """Google's answer to a resource of another project (or one that does not exist)."""
+    if kind == CACHES:
+        return PermissionDenied("CachedContent not found (or permission denied)")
+    if kind == "files":
+        return PermissionDenied(f"You do not have permission to access the File {name.removeprefix('files/')} "
+                                "or it may not exist.")
+    return PermissionDenied(f"{name} not found (or permission denied)")
+
+
+def unroutable(kind, name):
+    """A reference relay cannot look up: refused as Google would a resource that is not yours (caches, whose
+    names relay always took as written), else as an invalid argument that shows what relay accepts."""
+    if kind == CACHES:
+        return not_yours(kind, name)
+    shown = repr(name[:80]) + ("…" if len(name) > 80 else "")
+    hint = (" A file is referenced as files/<id> or by its uri, https://generativelanguage.googleapis.com/"
+            "v1beta/files/<id> (<id>: up to 40 lowercase letters, digits and dashes)." if kind == "files" else "")
+    return InvalidArgument(f"{shown} does not name a {kind} resource relay can route.{hint}")
 
 
 def parse_timestamp(text):
@@ -35,62 +71,122 @@ def parse_timestamp(text):
     return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
 
 
-def owner_of(services, call, name):
-    """The ownership record for cache ``name`` that ``call``'s client may use; raises 403 otherwise."""
+def owner_of(services, call, kind, name):
+    """The ownership record of ``name`` that ``call``'s client may use; raises 400 or 403 otherwise."""
+    if not isinstance(name, str) or not NAMES[kind].fullmatch(name):
+        raise unroutable(kind, str(name))
     try:
-        owner = services.store.get_cache(name, time.time())
+        owner = services.store.get_resource(kind, name, time.time())
     except StoreError:
-        # Not a 403: the cache may well be the caller's, relay just cannot tell right now.
-        raise Unavailable("Cached content ownership could not be checked right now; try again.") from None
+        # Not a 403: the resource may well be the caller's, relay just cannot tell right now.
+        raise Unavailable("Resource ownership could not be checked right now; try again.") from None
     if owner is None or owner.get("client") != call.client.name:
-        raise not_yours()
+        raise not_yours(kind, name)
     return owner
 
 
-def pin_to_owner(services, call, name):
-    """Route ``call`` to the upstream key that owns cache ``name`` (managed mode only)."""
-    if services.settings.managed:
-        call.pinned_key_id = owner_of(services, call, name)["key_id"]
+def pin(services, call, references):
+    """Route ``call`` to the one upstream key that owns every ``(kind, name)`` in ``references`` (managed mode).
+
+    Every reference is checked before any key is compared, so a request naming another client's resource
+    learns nothing about where resources live.
+    """
+    if not services.settings.managed or not references:
+        return
+    if len(references) > MAX_REFERENCES:
+        raise InvalidArgument(f"This request references {len(references)} files and caches; relay accepts at most "
+                              f"{MAX_REFERENCES} in one request.")
+    owners = [(name, owner_of(services, call, kind, name)["key_id"]) for kind, name in references]
+    by_key = {}
+    for name, key_id in owners:
+        by_key.setdefault(key_id, []).append(name)
+    if len(by_key) > 1:
+        raise split_across_keys(list(by_key.values()))
+    call.pinned_key_id = owners[0][1]
 
 
-def record_owner(services, call, body):
-    """After a successful create or update: remember (or refresh) who owns the cache in the response."""
+def split_across_keys(groups):
+    """The 400 for resources no one upstream key can use together; ``groups``: names per key."""
+    where = ", ".join(f"{' and '.join(names)} under {'one' if index == 0 else 'another'} upstream key"
+                      for index, names in enumerate(groups))
+    violations = [{"type": "UPSTREAM_KEY", "subject": name,
+                   "description": f"Created under upstream key group {index + 1}."}
+                  for index, names in enumerate(groups) for name in names]
+    return FailedPrecondition(
+        f"This request uses resources that were created under different upstream keys, and no one key can use "
+        f"them all: {where}. Use them in separate requests, or create them again (a client's uploads stay on "
+        f"one key while it is healthy).",
+        details=[{"@type": PRECONDITION_FAILURE_TYPE, "violations": violations}])
+
+
+def small_copy(resource, drop=()):
+    """``resource`` without the ``drop`` fields; past MAX_RECORD_BYTES, only its short scalar fields."""
+    copy = {key: value for key, value in resource.items() if key not in drop}
+    if len(orjson.dumps(copy)) > MAX_RECORD_BYTES:
+        copy = {key: value for key, value in copy.items()
+                if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= 1024)}
+    return copy
+
+
+def remember(services, call, kind, resource, drop=(), default_ttl=DEFAULT_TTL):
+    """After a successful create or update relayed for ``call``: record that its client owns ``resource`` (a
+    dict as Google returned it) under the key that served it.  Returns the name recorded, or None."""
     if call.status is None or call.status >= 300 or not services.settings.managed or call.target is None:
         return None
+    name = resource.get("name") if isinstance(resource, dict) else None
+    if not isinstance(name, str) or not NAMES[kind].fullmatch(name):
+        return None
+    expires = resource.get("expireTime") or resource.get("expirationTime")
+    expire_at = parse_timestamp(expires) or time.time() + default_ttl
+    owner = {"upstream": call.target.upstream.name, "key_id": call.target.key_id, "client": call.client.name,
+             "resource": small_copy(resource, drop)}
+    try:
+        services.store.put_resource(kind, name, owner, expire_at)
+    except StoreError:
+        # The resource exists upstream whatever happens here; failing the call would only orphan it.
+        log.error("could not record the owner of %s; it cannot be used through relay", name)
+        return None
+    return name
+
+
+def forget_resource(services, call, kind, name):
+    """After a successful delete: drop the ownership record (it would expire on its own anyway)."""
+    if call.status is not None and call.status < 300 and services.settings.managed:
+        try:
+            services.store.delete_resource(kind, name)
+        except StoreError:
+            log.warning("could not forget %s; its record expires with the resource", name)
+
+
+def owned(services, call, kind):
+    """The caller's own resources of ``kind`` (the copies recorded with them), by name.
+
+    A client's resources may live under several upstream keys, and any one key lists only its own, so
+    managed listings are built from what relay recorded when it relayed each create or update.
+    """
+    records = services.store.list_resources(kind, call.client.name, time.time())
+    return [owner["resource"] for _, owner in records if isinstance(owner.get("resource"), dict)]
+
+
+# -- context caches (the cachedContents routes) --------------------------------------------------------------
+
+def record_owner(services, call, body):
+    """``call.inspect`` of a cache create or update: remember who owns the cache in the response."""
     try:
         cache = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    name = cache.get("name") if isinstance(cache, dict) else None
-    if not isinstance(name, str):
-        return None
-    expire_at = parse_timestamp(cache.get("expireTime")) or time.time() + DEFAULT_TTL
-    owner = {"upstream": call.target.upstream.name, "key_id": call.target.key_id, "client": call.client.name,
-             "cache": {key: value for key, value in cache.items() if key != "contents"}}
-    try:
-        services.store.put_cache(name, owner, expire_at)
-    except StoreError:
-        # The cache exists upstream whatever happens here; failing the call would only orphan it.
-        log.error("could not record the owner of %s; it cannot be used through relay", name)
+    remember(services, call, CACHES, cache, drop=("contents",))
     return None
 
 
 def forget(services, call, body):
-    """After a successful delete: drop the ownership record (it would expire on its own anyway)."""
-    if call.status is not None and call.status < 300 and services.settings.managed:
-        try:
-            services.store.delete_cache(call.scratch["cache_name"])
-        except StoreError:
-            log.warning("could not forget %s; its record expires with the cache", call.scratch["cache_name"])
+    """``call.inspect`` of a cache delete."""
+    forget_resource(services, call, CACHES, call.scratch["cache_name"])
     return None
 
 
 def listing(services, call):
-    """``GET cachedContents`` in managed mode: the caller's own caches, from the ownership records.
-
-    A client's caches may live under several upstream keys, and any one key lists only its own, so the
-    answer is built from what relay recorded when it relayed each create or update.
-    """
-    records = services.store.list_caches(call.client.name, time.time())
-    caches = [owner["cache"] for _, owner in sorted(records) if isinstance(owner.get("cache"), dict)]
+    """``GET cachedContents`` in managed mode: the caller's own caches, from the ownership records."""
+    caches = owned(services, call, CACHES)
     return render_json({"cachedContents": caches} if caches else {})

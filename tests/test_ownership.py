@@ -288,7 +288,7 @@ def test_store_outage_is_not_reported_as_permission_denied(app, client, google, 
     def broken(*args):
         raise StoreError("database is locked")
 
-    monkeypatch.setattr(app.extensions["relay"].store, "get_cache", broken)
+    monkeypatch.setattr(app.extensions["relay"].store, "get_resource", broken)
     response = generate(client, cache=name)
     assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
 

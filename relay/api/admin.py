@@ -34,8 +34,11 @@ PAGE_HEADERS = {
 @bp.get("/upstreams")
 def upstreams():
     require_admin_token(request.headers, current().settings.admin_token, "/relay/upstreams")
+    services = current()
     try:
-        report = current().pool.report()
+        # Managed mode: which client keys' uploads stick to each upstream key (stickiness: Pool.sticky_target).
+        clients = services.auth.client_names() if services.settings.managed else ()
+        report = services.pool.report(clients)
     except StoreError:
         raise Unavailable("The shared store is unreachable; upstream key health cannot be read.") from None
     return jsonify(upstreams=report)

@@ -47,9 +47,7 @@ def model_action(version, collection, target):
     services.limits.admit(call)
     changed = retarget_body_models(body, collection, model, call.upstream_model, method) or changed
     changed = services.plugins.rewrite_request(ctx, body) or changed
-    cache_name = services.plugins.pinned_cache(ctx, body)
-    if cache_name:
-        ownership.pin_to_owner(services, call, cache_name)
+    ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))
     call.read_timeout = services.plugins.read_timeout(ctx)
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
@@ -96,6 +94,7 @@ def cached_contents(version):
     call.requested_model = model
     call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
     services.limits.admit(call)  # a cache costs tokens: the key's allowlist and request limits apply
+    ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))  # files it caches
     changed = call.upstream_model != model
     if changed:
         body["model"] = f"models/{call.upstream_model}"
@@ -110,7 +109,7 @@ def cached_content(version, cache_id):
     action = {"GET": "get", "PATCH": "patch", "DELETE": "delete"}[request.method]
     services, call = begin(version, f"cachedContents.{action}", resource=f"cachedContents/{cache_id}")
     call.scratch["cache_name"] = f"cachedContents/{cache_id}"
-    ownership.pin_to_owner(services, call, call.scratch["cache_name"])
+    ownership.pin(services, call, [(ownership.CACHES, call.scratch["cache_name"])])
     if request.method == "PATCH":
         raw = read_body()
         parse_json(raw)

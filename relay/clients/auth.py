@@ -120,6 +120,14 @@ class Authenticator:
         self._cache[digest] = (now + LOOKUP_CACHE_SECONDS, record)
         return record
 
+    def client_names(self):
+        """The names of the keys that may call now: static keys', and stored keys neither revoked nor expired.
+        Raises StoreError when the store is down."""
+        now = self.clock()
+        stored = [record["name"] for record in self.store.list_client_keys()
+                  if not record.get("revoked") and not _expired(record.get("expires"), now)]
+        return [name for _, name in self._static] + stored
+
     def has_any_keys(self):
         if self._static:
             return True

@@ -16,7 +16,10 @@ HOOKS = {
     # hook: (arguments after ctx, what it does)
     "resolve_model": (("model",), "Return the upstream model name for `model` (or None to keep it); runs as a chain."),
     "rewrite_request": (("body",), "Change the parsed request body in place; return True if it changed."),
-    "pinned_cache": (("body",), "Return the cachedContent name the request depends on, or None."),
+    "pinned_resources": (("body",), "Return the owned upstream resources the request references, as a list of "
+                         "(kind, name) pairs; kind is cachedContents, files, uploads, batches or operations. A "
+                         "reference that only looks like one is returned as written: relay refuses it. The "
+                         "answers of all plugins are joined, in order, without repeats."),
     "list_models": (("body",), "Change a models.list/get response body in place; return True if it changed."),
     "read_timeout": ((), "Return a read timeout in seconds for this call, or None."),
 }
@@ -101,12 +104,12 @@ class Registry:
             changed = bool(plugin.rewrite_request(ctx, body)) or changed
         return changed
 
-    def pinned_cache(self, ctx, body):
-        for plugin in self._hooks["pinned_cache"]:
-            name = plugin.pinned_cache(ctx, body)
-            if name:
-                return name
-        return None
+    def pinned_resources(self, ctx, body):
+        found = {}
+        for plugin in self._hooks["pinned_resources"]:
+            for kind, name in plugin.pinned_resources(ctx, body) or ():
+                found[(kind, name)] = None
+        return list(found)
 
     def list_models(self, ctx, body):
         changed = False
@@ -133,14 +136,14 @@ def _suffix_pattern(plugins):
 
 
 def default_registry(settings):
-    """The plugins relay runs, in order: thinking suffixes, aliases, cache affinity, image passthrough."""
+    """The plugins relay runs, in order: thinking suffixes, aliases, resource affinity, image passthrough."""
+    from relay.plugins.affinity import ResourceAffinity
     from relay.plugins.aliases import Aliases
-    from relay.plugins.caching import CacheAffinity
     from relay.plugins.images import ImagePassthrough
     from relay.plugins.thinking import ThinkingSuffixes
 
     plugins = [ThinkingSuffixes(list_variants=settings.thinking_variants)]
     if settings.aliases:
         plugins.append(Aliases(settings.aliases))
-    plugins += [CacheAffinity(), ImagePassthrough(settings.model_read_timeouts)]
+    plugins += [ResourceAffinity(), ImagePassthrough(settings.model_read_timeouts)]
     return Registry(plugins)

@@ -5,6 +5,10 @@ import functools
 import math
 
 BLOCKED_STATES = ("cooling", "disabled")
+# The kinds of upstream resources whose owner relay records (relay.ownership); the names are Google's
+# collection names, except "uploads": relay's own ids for resumable upload sessions.
+CACHES = "cachedContents"
+RESOURCE_KINDS = (CACHES, "files", "uploads", "batches", "operations")
 USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream")
 TOKEN_FIELDS = (
     "prompt_tokens", "candidates_tokens", "thoughts_tokens",
@@ -32,7 +36,7 @@ class KeyExists(Exception):
 
 
 class Store(abc.ABC):
-    """Shared state for all workers and instances: key health, cache owners, client keys, limits, usage.
+    """Shared state for all workers and instances: key health, resource owners, client keys, limits, usage.
 
     Timestamps are float unix seconds supplied by the caller as `now`; ids and hashes are opaque strings.
     Every public method of a backend raises StoreError, never a library error (see __init_subclass__).
@@ -82,26 +86,45 @@ class Store(abc.ABC):
         state and until are as stored: a "cooling" key whose until has passed is usable again.
         """
 
-    # Context-cache ownership
+    # Owned upstream resources (relay.ownership): cachedContents, files, upload sessions, batches, operations
 
     @abc.abstractmethod
-    def put_cache(self, name: str, owner: dict, expire_at: float) -> None:
-        """Record who owns a cached content (owner: small JSON-able dict with upstream, key_id, client).
+    def put_resource(self, kind: str, name: str, owner: dict, expire_at: float) -> None:
+        """Record (or replace) who owns resource `name` of `kind` (one of RESOURCE_KINDS).
 
-        Redis also drops the entry at expire_at by the wall clock, to reclaim memory.
+        owner: a small JSON-able dict; its "client" (the client key name) is indexed, so that one client's
+        resources are listed without reading anyone else's. Redis also drops the entry at expire_at by the
+        wall clock, to reclaim memory.
         """
 
     @abc.abstractmethod
-    def get_cache(self, name: str, now: float) -> dict | None:
+    def get_resource(self, kind: str, name: str, now: float) -> dict | None:
         """Return the owner dict, or None when missing or expired (expire_at <= now)."""
 
     @abc.abstractmethod
-    def list_caches(self, client: str | None, now: float) -> list[tuple[str, dict]]:
-        """Return (name, owner) of unexpired caches sorted by name; client None means all clients."""
+    def list_resources(self, kind: str, client: str | None, now: float) -> list[tuple[str, dict]]:
+        """Return (name, owner) of `client`'s unexpired resources of `kind`, sorted by name.
+
+        client None means every client's (for operators; the per-client form is the one requests use).
+        """
 
     @abc.abstractmethod
+    def delete_resource(self, kind: str, name: str) -> None:
+        """Forget a resource; deleting a missing name is not an error."""
+
+    # The same for context caches, by their older names.
+
+    def put_cache(self, name: str, owner: dict, expire_at: float) -> None:
+        self.put_resource(CACHES, name, owner, expire_at)
+
+    def get_cache(self, name: str, now: float) -> dict | None:
+        return self.get_resource(CACHES, name, now)
+
+    def list_caches(self, client: str | None, now: float) -> list[tuple[str, dict]]:
+        return self.list_resources(CACHES, client, now)
+
     def delete_cache(self, name: str) -> None:
-        """Forget a cache; deleting a missing name is not an error."""
+        self.delete_resource(CACHES, name)
 
     # Client keys
 
@@ -237,6 +260,19 @@ def usage_window_start(now: float, days: int) -> float:
     """Return where the usage views' last `days` days begin: the start of the UTC hour `days` days before
     now, which query_usage answers exactly on either backend however many rows there are."""
     return (now - days * 86400) // USAGE_WINDOW_ALIGN_S * USAGE_WINDOW_ALIGN_S
+
+
+def check_resource_kind(kind: str) -> None:
+    if kind not in RESOURCE_KINDS:
+        raise ValueError(f"resource kind must be one of {', '.join(RESOURCE_KINDS)}, not {kind!r}")
+
+
+def migrated_cache_owner(owner: dict) -> dict:
+    """A cache owner as stored before resources were generic ("cache": the resource) in today's shape."""
+    if "cache" in owner and "resource" not in owner:
+        owner = dict(owner)
+        owner["resource"] = owner.pop("cache")
+    return owner
 
 
 def check_usage_group(group: str) -> None:

@@ -7,6 +7,7 @@ import orjson
 import redis
 
 from relay.store.base import DEBT_LIMIT_FACTOR, KeyExists, Store, StoreError, refilled_tokens
+from relay.store.redis_resources import RESOURCE_SCRIPTS, RedisResourceIndex
 from relay.store.redis_usage import USAGE_ROWS_CAP, WRITE_USAGE_LUA, RedisUsageLedger
 
 # KEYS: blocked zset (key_id -> until), states hash (key_id -> state), key-states version. ARGV: now.
@@ -97,7 +98,7 @@ end
 SCRIPTS = {
     "blocked_keys": BLOCKED_KEYS_LUA, "cool_down": COOL_DOWN_LUA, "bucket": BUCKET_LUA,
     "add_client_key": ADD_CLIENT_KEY_LUA, "client_key_by_hash": CLIENT_KEY_BY_HASH_LUA,
-    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA,
+    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA, **RESOURCE_SCRIPTS,
 }
 
 
@@ -132,6 +133,7 @@ class RedisStore(Store):
         self.prefix = prefix
         self.timeout_s = timeout_s
         self._usage = RedisUsageLedger(prefix, usage_rows_cap)
+        self._resources = RedisResourceIndex(prefix)
         self._client: redis.Redis | None = None
         self._client_pid: int | None = None
         self._scripts: dict = {}
@@ -146,6 +148,11 @@ class RedisStore(Store):
                                                 socket_connect_timeout=self.timeout_s, health_check_interval=30)
             self._scripts = {name: self._client.register_script(source) for name, source in SCRIPTS.items()}
             self._client_pid = os.getpid()
+            try:
+                self._resources.migrate_caches(self._client, self._run)
+            except redis.RedisError:
+                self._client = self._client_pid = None  # connect again, and retry, on the next call
+                raise
         return self._client
 
     def _run(self, script_name: str, keys: list[str], args: list):
@@ -227,43 +234,19 @@ class RedisStore(Store):
             }
         return report
 
-    # Context-cache ownership
+    # Owned upstream resources (layout: relay.store.redis_resources)
 
-    def put_cache(self, name, owner, expire_at):
-        pipe = self._redis().pipeline()
-        # The wall-clock TTL only reclaims memory; get_cache/list_caches judge expiry by the caller's `now`.
-        pipe.set(self._key("cache", name), orjson.dumps({"owner": owner, "expire_at": expire_at}),
-                 pxat=max(1, int(expire_at * 1000)))
-        pipe.zadd(self._key("caches"), {name: expire_at})
-        pipe.execute()
+    def put_resource(self, kind, name, owner, expire_at):
+        self._run("put_resource", *self._resources.put_arguments(kind, name, owner, expire_at))
 
-    def get_cache(self, name, now):
-        stored = self._redis().get(self._key("cache", name))
-        if stored is None:
-            return None
-        entry = orjson.loads(stored)
-        return entry["owner"] if entry["expire_at"] > now else None
+    def get_resource(self, kind, name, now):
+        return self._resources.get(self._redis(), kind, name, now)
 
-    def list_caches(self, client, now):
-        pipe = self._redis().pipeline()
-        pipe.zremrangebyscore(self._key("caches"), "-inf", now)
-        pipe.zrange(self._key("caches"), 0, -1)
-        names = sorted(pipe.execute()[1])
-        if not names:
-            return []
-        entries = self._redis().mget([self._key("cache", name) for name in names])
-        listed = []
-        for name, stored in zip(names, entries):
-            entry = orjson.loads(stored) if stored is not None else None
-            if entry and entry["expire_at"] > now and (client is None or entry["owner"].get("client") == client):
-                listed.append((name, entry["owner"]))
-        return listed
+    def list_resources(self, kind, client, now):
+        return self._resources.list(self._redis(), kind, client, now)
 
-    def delete_cache(self, name):
-        pipe = self._redis().pipeline()
-        pipe.delete(self._key("cache", name))
-        pipe.zrem(self._key("caches"), name)
-        pipe.execute()
+    def delete_resource(self, kind, name):
+        self._run("delete_resource", *self._resources.delete_arguments(kind, name))
 
     # Client keys
 

@@ -9,8 +9,8 @@ import time
 import orjson
 
 from relay.store.base import (
-    TOKEN_FIELDS, USAGE_DEFAULTS, KeyExists, Store, check_usage_group, debt_floor, normalize_usage_row,
-    refilled_tokens, seconds_until,
+    CACHES, TOKEN_FIELDS, USAGE_DEFAULTS, KeyExists, Store, check_resource_kind, check_usage_group, debt_floor,
+    migrated_cache_owner, normalize_usage_row, refilled_tokens, seconds_until,
 )
 
 SCHEMA = """
@@ -20,8 +20,11 @@ CREATE TABLE IF NOT EXISTS key_health (
 CREATE INDEX IF NOT EXISTS key_health_blocked ON key_health (until) WHERE state != 'healthy';
 CREATE TABLE IF NOT EXISTS key_counters (
     key_id TEXT NOT NULL, name TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (key_id, name));
-CREATE TABLE IF NOT EXISTS caches (name TEXT PRIMARY KEY, client TEXT, owner TEXT NOT NULL, expire_at REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS caches_expire_at ON caches (expire_at);
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL, name TEXT NOT NULL, client TEXT, owner TEXT NOT NULL, expire_at REAL NOT NULL,
+    PRIMARY KEY (kind, name));
+CREATE INDEX IF NOT EXISTS resources_by_client ON resources (kind, client, name);
+CREATE INDEX IF NOT EXISTS resources_expire_at ON resources (expire_at);
 CREATE TABLE IF NOT EXISTS client_keys (
     name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL, last_used REAL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
@@ -107,6 +110,11 @@ class SqliteStore(Store):
         connection.execute("PRAGMA journal_mode = WAL")
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.executescript(SCHEMA)
+        try:
+            _migrate_caches(connection)
+        except BaseException:
+            connection.close()  # the next call opens again and retries the migration
+            raise
         self._connection, self._connection_pid = connection, os.getpid()
         return connection
 
@@ -181,36 +189,43 @@ class SqliteStore(Store):
                 report[key_id]["counters"][name] = value
         return report
 
-    # Context-cache ownership
+    # Owned upstream resources
 
-    def put_cache(self, name, owner, expire_at):
+    def put_resource(self, kind, name, owner, expire_at):
+        check_resource_kind(kind)
         with self._write() as connection:
-            connection.execute("INSERT OR REPLACE INTO caches (name, client, owner, expire_at) VALUES (?, ?, ?, ?)",
-                               (name, owner.get("client"), orjson.dumps(owner), expire_at))
+            connection.execute(
+                "INSERT OR REPLACE INTO resources (kind, name, client, owner, expire_at) VALUES (?, ?, ?, ?, ?)",
+                (kind, name, owner.get("client"), orjson.dumps(owner), expire_at))
 
-    def get_cache(self, name, now):
-        rows = self._read("SELECT owner, expire_at FROM caches WHERE name = ?", (name,))
+    def get_resource(self, kind, name, now):
+        check_resource_kind(kind)
+        rows = self._read("SELECT owner, expire_at FROM resources WHERE kind = ? AND name = ?", (kind, name))
         if not rows:
             return None
         owner, expire_at = rows[0]
         if expire_at <= now:
             with self._write() as connection:
-                connection.execute("DELETE FROM caches WHERE name = ? AND expire_at <= ?", (name, now))
+                connection.execute("DELETE FROM resources WHERE kind = ? AND name = ? AND expire_at <= ?",
+                                   (kind, name, now))
             return None
         return orjson.loads(owner)
 
-    def list_caches(self, client, now):
+    def list_resources(self, kind, client, now):
+        check_resource_kind(kind)
         with self._write() as connection:
-            connection.execute("DELETE FROM caches WHERE expire_at <= ?", (now,))
+            connection.execute("DELETE FROM resources WHERE expire_at <= ?", (now,))
         if client is None:
-            rows = self._read("SELECT name, owner FROM caches ORDER BY name")
+            rows = self._read("SELECT name, owner FROM resources WHERE kind = ? ORDER BY name", (kind,))
         else:
-            rows = self._read("SELECT name, owner FROM caches WHERE client = ? ORDER BY name", (client,))
+            rows = self._read("SELECT name, owner FROM resources WHERE kind = ? AND client = ? ORDER BY name",
+                              (kind, client))
         return [(name, orjson.loads(owner)) for name, owner in rows]
 
-    def delete_cache(self, name):
+    def delete_resource(self, kind, name):
+        check_resource_kind(kind)
         with self._write() as connection:
-            connection.execute("DELETE FROM caches WHERE name = ?", (name,))
+            connection.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
 
     # Client keys
 
@@ -330,6 +345,27 @@ class SqliteStore(Store):
             elif self._connection is not None:
                 self._inherited_connection = self._connection
             self._connection = self._connection_pid = None
+
+
+def _migrate_caches(connection):
+    """Move the cache owners of a database written before resources were generic (table ``caches``) into
+    ``resources`` and drop the old table; the first process to open the file does it, once."""
+    legacy = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'caches'"
+    if not connection.execute(legacy).fetchall():
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        if connection.execute(legacy).fetchall():  # not migrated by another process meanwhile
+            rows = connection.execute("SELECT name, client, owner, expire_at FROM caches").fetchall()
+            connection.executemany(
+                "INSERT OR IGNORE INTO resources (kind, name, client, owner, expire_at) VALUES (?, ?, ?, ?, ?)",
+                [(CACHES, name, client, orjson.dumps(migrated_cache_owner(orjson.loads(owner))), expire_at)
+                 for name, client, owner, expire_at in rows])
+            connection.execute("DROP TABLE caches")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def _client_record(record_json, last_used) -> dict:

@@ -8,13 +8,15 @@ Google's ``RetryInfo`` clamped to at most :data:`MAX_RETRY_DELAY` (else exponent
 :data:`MAX_BACKOFF`); a key Google refused is disabled until the re-probe time.  Nothing else changes a
 key's state: 5xx, connection errors and caller errors only count, so no run of failures a caller can
 provoke takes a key out.  State changes are written on those events only; per-key request counters are
-kept in memory and flushed in batches.
+kept in memory and flushed in batches.  :meth:`Pool.sticky_target` picks the one key a client's uploads go
+to (a hash of the client name, so every worker and instance agrees without writing anything).
 """
 
 import fnmatch
 import hashlib
 import itertools
 import logging
+import math
 import random
 import threading
 import time
@@ -55,6 +57,14 @@ def mask(key):
 def key_id(upstream_name, key):
     """A stable, non-reversible id for an upstream key, safe to store, log and show."""
     return f"{upstream_name}:{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def rendezvous_score(client_name, target):
+    """A key's bid for a client (weighted rendezvous hashing: -w / ln(u), u uniform in (0, 1) from the hash)."""
+    digest = hashlib.sha256(f"{client_name}\0{target.key_id}".encode()).digest()
+    uniform = (int.from_bytes(digest[:8], "big") + 1) / (2 ** 64 + 2)
+    weight = target.upstream.weight / max(1, len(target.upstream.keys))
+    return -weight / math.log(uniform)
 
 
 SCOPE_SEPARATOR = "|"
@@ -104,7 +114,7 @@ class Pool:
         if pinned_key_id is not None:
             target = self.targets_by_id.get(pinned_key_id)
             if target is None:
-                raise Unavailable("The upstream key that owns this cached content is no longer configured.")
+                raise Unavailable("The upstream key that owns a resource this request uses is no longer configured.")
             block = self._block_of(blocked, target, upstream_model)
             if block is not None:
                 self._raise_blocked([block], now)
@@ -133,6 +143,32 @@ class Pool:
         if not order:
             self._raise_blocked(skipped, now)
         return order
+
+    def sticky_target(self, client_name, model=None):
+        """The key a client's uploads go to, so that its files can be used together: the same in every worker
+        and instance without a store write, for as long as that key is usable (None in passthrough mode).
+
+        Weighted rendezvous hashing over the keys serving ``model`` (every upstream for None) in the lowest
+        priority tier with a usable key: each key scores by a hash of (client, key id) and its share of its
+        upstream's weight; the highest wins.  A blocked key (whole, or for ``model``) is passed over until it
+        recovers, then wins again; adding or removing a key moves only the clients that key wins or loses.
+        Raises like :meth:`plan` when no key is usable.
+        """
+        if not self.targets_by_id:
+            return None
+        now = self.clock()
+        usable, skipped = self._sticky_candidates(model, self._blocked(now))
+        if not usable:
+            self._raise_blocked(skipped, now)
+        return max(usable, key=lambda target: rendezvous_score(client_name, target))
+
+    def sticky_clients(self, client_names):
+        """key id -> the sorted names of ``client_names`` whose uploads stick to that key now (admin view)."""
+        usable = self._sticky_candidates(None, self._blocked(self.clock()))[0] if self.targets_by_id else []
+        by_key = defaultdict(list)
+        for client_name in sorted(client_names) if usable else ():
+            by_key[max(usable, key=lambda target: rendezvous_score(client_name, target)).key_id].append(client_name)
+        return dict(by_key)
 
     def record(self, target, outcome, retry_delay=None, model=None, reason=None):
         """Remember an attempt's outcome: ok, rate_limited, key_invalid, server_error, connection_error or
@@ -179,10 +215,12 @@ class Pool:
                     self._counts[key].update(values)
             raise
 
-    def report(self):
-        """Upstreams and their keys (masked) with state, for the admin view."""
+    def report(self, client_names=()):
+        """Upstreams and their keys (masked) with state, and the ``client_names`` whose uploads stick to each
+        key (see :meth:`sticky_target`), for the admin view."""
         now = self.clock()
         states = self.store.key_report()
+        sticky = self.sticky_clients(client_names)
         upstreams = []
         for upstream in self.settings.upstreams:
             keys = []
@@ -200,7 +238,8 @@ class Pool:
                 keys.append({"key": mask(key), "id": key_id(upstream.name, key), "counters": {}, "last_used_at": None,
                              **state, "state": stored_state if blocked else "healthy",
                              "until": until if blocked else None, "reason": state.get("reason") if blocked else None,
-                             "model_cooldowns": model_cooldowns})
+                             "model_cooldowns": model_cooldowns,
+                             "sticky_clients": sticky.get(key_id(upstream.name, key), [])})
             upstreams.append({"name": upstream.name, "kind": upstream.kind, "url": upstream.url, "models": list(upstream.models),
                               "priority": upstream.priority, "weight": upstream.weight, "keys": keys})
         return upstreams
@@ -221,6 +260,25 @@ class Pool:
         if retry_delay is not None and retry_delay > 0:
             return min(retry_delay, MAX_RETRY_DELAY)
         return min(self.settings.cooldown_base * 2 ** (strikes - 1), MAX_BACKOFF)
+
+    def _sticky_candidates(self, model, blocked):
+        """The usable keys of the lowest priority tier serving ``model`` that has one, and the blocks passed over."""
+        upstreams = self.serving(model)
+        if not upstreams:
+            raise NotFound(f"models/{model} is not served by any upstream of this relay.")
+        skipped = []
+        for priority in sorted({upstream.priority for upstream in upstreams}):
+            usable = []
+            for upstream in (upstream for upstream in upstreams if upstream.priority == priority):
+                for target in self._targets_by_upstream[upstream.name]:
+                    block = self._block_of(blocked, target, model)
+                    if block is None:
+                        usable.append(target)
+                    else:
+                        skipped.append(block)
+            if usable:
+                return usable, skipped
+        return [], skipped
 
     @staticmethod
     def _block_of(blocked, target, upstream_model):

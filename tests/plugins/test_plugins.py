@@ -6,8 +6,8 @@ import pytest
 
 from relay.config import load_settings
 from relay.plugins import HOOKS, PluginContext, PluginError, Registry, default_registry
+from relay.plugins.affinity import ResourceAffinity, cache_name
 from relay.plugins.aliases import Aliases
-from relay.plugins.caching import CacheAffinity, cache_name
 from relay.plugins.images import ImagePassthrough
 from relay.plugins.thinking import ThinkingSuffixes
 from tests.support import REPO_ROOT
@@ -153,23 +153,23 @@ def test_rewrite_reports_no_change_when_no_plugin_changed_anything():
     assert Registry([Tagger("first")]).rewrite_request(PluginContext(method="generateContent"), body) is False
 
 
-def test_first_answer_wins_for_pinned_cache_and_read_timeout():
+def test_pinned_resources_are_joined_and_first_read_timeout_wins():
     class Fixed:
-        def __init__(self, name, cache, seconds):
-            self.name, self._cache, self._seconds = name, cache, seconds
+        def __init__(self, name, resources, seconds):
+            self.name, self._resources, self._seconds = name, resources, seconds
 
-        def pinned_cache(self, ctx, body):
-            return self._cache
+        def pinned_resources(self, ctx, body):
+            return self._resources
 
         def read_timeout(self, ctx):
             return self._seconds
 
-    registry = Registry([Fixed("none", None, None), Fixed("a", "cachedContents/a", 10),
-                         Fixed("b", "cachedContents/b", 20)])
+    a, b = ("cachedContents", "cachedContents/a"), ("files", "files/b")
+    registry = Registry([Fixed("none", [], None), Fixed("a", [a], 10), Fixed("b", [b, a], 20)])
     ctx = PluginContext(method="generateContent")
-    assert registry.pinned_cache(ctx, {}) == "cachedContents/a"
+    assert registry.pinned_resources(ctx, {}) == [a, b]
     assert registry.read_timeout(ctx) == 10
-    assert Registry().pinned_cache(ctx, {}) is None and Registry().read_timeout(ctx) is None
+    assert Registry().pinned_resources(ctx, {}) == [] and Registry().read_timeout(ctx) is None
 
 
 def test_wants_tells_whether_any_plugin_implements_a_hook():
@@ -180,14 +180,14 @@ def test_wants_tells_whether_any_plugin_implements_a_hook():
 def test_default_registry_order_and_settings():
     settings = load_settings({"RELAY_THINKING_VARIANTS": "false", "RELAY_MODEL_TIMEOUTS": "*-image*=900"})
     registry = default_registry(settings)
-    assert [plugin.name for plugin in registry.plugins] == ["thinking", "cache_affinity", "image_passthrough"]
+    assert [plugin.name for plugin in registry.plugins] == ["thinking", "resource_affinity", "image_passthrough"]
     ctx = PluginContext(method="generateContent", upstream_model="gemini-2.5-flash-image")
     assert registry.read_timeout(ctx) == 900
     body = {"models": [{"name": "models/gemini-2.5-flash", "thinking": True}]}
     assert registry.list_models(PluginContext(method="models.list"), body) is False
 
     with_aliases = default_registry(load_settings({}, overrides={"aliases": {"fast": "gemini-2.5-flash"}}))
-    assert [plugin.name for plugin in with_aliases.plugins] == ["thinking", "aliases", "cache_affinity",
+    assert [plugin.name for plugin in with_aliases.plugins] == ["thinking", "aliases", "resource_affinity",
                                                                "image_passthrough"]
     ctx = PluginContext(method="generateContent", requested_model="fast-nothinking")
     ctx.upstream_model = with_aliases.resolve_model(ctx, "fast-nothinking")
@@ -233,15 +233,16 @@ def test_cache_name(body, name):
     assert cache_name(body) == name
 
 
-def test_cache_affinity_finds_the_cache_a_request_depends_on():
-    plugin = CacheAffinity()
+def test_resource_affinity_finds_the_cache_a_request_depends_on():
+    plugin = ResourceAffinity()
     for method in ("generateContent", "streamGenerateContent", "countTokens"):
         ctx = PluginContext(method=method)
-        assert plugin.pinned_cache(ctx, {"cachedContent": "cachedContents/x1"}) == "cachedContents/x1"
+        assert plugin.pinned_resources(ctx, {"cachedContent": "cachedContents/x1"}) == [
+            ("cachedContents", "cachedContents/x1")]
     legacy = {"generateContentRequest": {"model": "models/m", "cachedContent": "cachedContents/x2"}}
-    assert plugin.pinned_cache(PluginContext(method="countTokens"), legacy) == "cachedContents/x2"
-    assert plugin.pinned_cache(PluginContext(method="generateContent"), legacy) is None
-    assert plugin.pinned_cache(PluginContext(method="embedContent"), {"cachedContent": "cachedContents/x"}) is None
+    assert plugin.pinned_resources(PluginContext(method="countTokens"), legacy) == [("cachedContents", "cachedContents/x2")]
+    assert plugin.pinned_resources(PluginContext(method="generateContent"), legacy) == []
+    assert plugin.pinned_resources(PluginContext(method="embedContent"), {"cachedContent": "cachedContents/x"}) == []
 
 
 def test_image_read_timeouts_follow_model_patterns():

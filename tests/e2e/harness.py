@@ -121,7 +121,8 @@ class FakeUpstream:
         stderr_path = self.workdir / f"{self.name}.stderr"
         with open(self.workdir / f"{self.name}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.fakeupstream", "--port", "0", "--port-file", str(port_file)],
+                [sys.executable, "-m", "tests.fakeupstream", "--port", "0", "--port-file", str(port_file),
+                 "--data-dir", str(self.workdir / f"{self.name}.data")],
                 cwd=REPO_ROOT, env=clean_env(), stdout=stdout, stderr=stderr, start_new_session=True,
             )
         ready = wait_until(lambda: port_file.exists() or self.process.poll() is not None, timeout)
@@ -158,6 +159,23 @@ class FakeUpstream:
 
     def closed(self) -> list[dict]:
         return self._call("GET", "/_fake/closed")
+
+    def resources(self, key: str | None = None) -> dict:
+        """Owned resources (files with owner and sha256, uploads with their chunks, batches, operations, caches)."""
+        return self._call("GET", "/_fake/resources" + (f"?key={key}" if key else ""))
+
+    def settings(self, **values) -> dict:
+        """Merge progress settings (batch_polls, operation_polls, video_processing_polls, ...); reset restores them."""
+        return self._call("POST", "/_fake/settings", json=values)
+
+    def progress(self, name: str, **spec) -> dict:
+        """Move a batch (``state=``), operation (done now, optional ``error=``) or file (``state=``) on."""
+        return self._call("POST", "/_fake/progress", json={"name": name, **spec})
+
+    def make_file(self, key: str, size_bytes: int, mime_type: str = "application/octet-stream", **spec) -> dict:
+        """A downloadable GENERATED file of ``size_bytes`` deterministic bytes owned by ``key``."""
+        return self._call("POST", "/_fake/files", json={"key": key, "size_bytes": size_bytes,
+                                                         "mime_type": mime_type, **spec})
 
     def wait_for_requests(self, count: int, timeout: float = 5.0) -> list[dict]:
         entries = wait_until(lambda: (lambda got: got if len(got) >= count else None)(self.requests()), timeout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from . import fixtures, plans
+from . import fixtures, routes, transfer
 from .server import State
 from .wire import Request
 
@@ -18,23 +18,17 @@ def answer(state: State, prepared) -> tuple[int, dict, bytes]:
     """The fake's answer to a ``requests.PreparedRequest``: (status, headers, body)."""
     parts = urlsplit(prepared.url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    body = prepared.body or b""
-    if isinstance(body, str):
-        body = body.encode()
+    body = _body_bytes(prepared.body)
     request = Request(prepared.method, target, "HTTP/1.1", list(prepared.headers.items()), body)
     entry = state.record(request)
-    upstream_key = request.header("x-goog-api-key")
-    if not upstream_key:
-        plan = plans.error_plan(request, 400, fixtures.api_key_invalid())
-    else:
-        plan = plans.default_plan(request, state.caches)
-        found = state.take_rule(request, upstream_key)
-        if found:
-            entry["rule"] = found[0]
-            plan = plans.apply_rule(request, found[1], plan)
+    if routes.streams_body(request):
+        transfer.receive_bytes(state, request, body)
+    plan = routes.plan_for(state, request, entry)
     entry["status"] = plan.status
     entry["outcome"] = "complete"
     headers = {name: value for name, value in plan.headers}
+    if plan.body_file is not None:
+        return plan.status, headers, transfer.read_file(plan)
     if plan.events is None:
         return plan.status, headers, plan.body or b""
     if plan.framing == "sse":
@@ -42,9 +36,23 @@ def answer(state: State, prepared) -> tuple[int, dict, bytes]:
     return plan.status, headers, b"".join(fixtures.array_chunks(plan.events))
 
 
+def _body_bytes(body) -> bytes:
+    """The request body as bytes, also when requests was given a generator or a file (streamed uploads)."""
+    if body is None:
+        return b""
+    if isinstance(body, str):
+        return body.encode()
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if hasattr(body, "read"):
+        return body.read()
+    return b"".join(piece.encode() if isinstance(piece, str) else piece for piece in body)
+
+
 def install(mock, base_url: str, state: State | None = None) -> State:
     """Answer every request under ``base_url`` on a ``responses.RequestsMock``; returns the State used."""
     state = state or State(log_body_max=1024 * 1024)
+    state.resources.base_url = base_url.rstrip("/")
     pattern = re.compile(re.escape(base_url.rstrip("/")) + r"/.*")
     for method in ("GET", "POST", "PATCH", "DELETE", "PUT"):
         mock.add_callback(method, pattern, callback=lambda prepared: answer(state, prepared))

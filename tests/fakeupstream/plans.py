@@ -55,6 +55,7 @@ class Plan:
     reset_before_headers: bool = False
     raw_response: bytes | None = None  # written instead of an HTTP response, then the connection ends
     chunks: list[bytes] | None = None  # chunked body written as is (after a 200 head), e.g. garbage
+    body_file: tuple[str, int, int] | None = None  # (path, offset, size): a body streamed from disk (downloads)
 
 
 def is_sse(query: str) -> bool:

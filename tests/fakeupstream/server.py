@@ -29,8 +29,12 @@ Control API (JSON; these requests are not logged):
 * ``GET /_fake/closed`` – ``[{request_id, path, closed_at, events_sent, started_at}]`` for responses whose
   client disconnected before the fake finished.
 * ``GET /_fake/health``.
+* ``GET /_fake/resources``, ``GET|POST /_fake/settings``, ``POST /_fake/progress``, ``POST /_fake/files`` –
+  owned resources (files, uploads, batches, operations): see routes.py.
 
-Without x-goog-api-key every API route answers Google's 400 API_KEY_INVALID.
+Without x-goog-api-key every API route answers Google's 400 API_KEY_INVALID, except upload chunks (the
+upload id is their credential).  Files, uploads, Batch, Imagen/Veo and the ownership checks live in
+routes.py and the modules it names; streamed transfers in transfer.py.
 """
 from __future__ import annotations
 
@@ -43,15 +47,17 @@ import os
 import time
 from urllib.parse import parse_qsl
 
-from . import fixtures, plans
+from . import plans, routes, transfer
+from .resources import Resources
 from .wire import BadRequest, ClientGone, Request, ResponseWriter, http_date, read_request
 
 
 class State:
     """Everything the control API exposes; reset between tests."""
 
-    def __init__(self, log_body_max: int):
+    def __init__(self, log_body_max: int, data_dir: str | None = None):
         self.log_body_max = log_body_max
+        self.resources = Resources(data_dir)
         self.requests: list[dict] = []
         self.rules: list[dict] = []
         self.closed: list[dict] = []
@@ -63,6 +69,7 @@ class State:
         self.rules.clear()
         self.closed.clear()
         self.caches.clear()
+        self.resources.reset()
 
     def record(self, request: Request) -> dict:
         body = request.body
@@ -105,7 +112,7 @@ class FakeUpstream:
         try:
             while True:
                 try:
-                    request = await read_request(reader, writer)
+                    request = await read_request(reader, writer, stream_body=routes.streams_body)
                 except BadRequest:
                     writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
                     break
@@ -125,18 +132,12 @@ class FakeUpstream:
 
     async def answer(self, request: Request, reader, writer) -> bool:
         entry = self.state.record(request)
-        upstream_key = request.header("x-goog-api-key")
-        if not upstream_key:
-            plan = plans.error_plan(request, 400, fixtures.api_key_invalid())
-        else:
-            plan = plans.default_plan(request, self.state.caches)
-            found = self.state.take_rule(request, upstream_key)
-            if found:
-                entry["rule"] = found[0]
-                plan = plans.apply_rule(request, found[1], plan)
-        entry["status"] = plan.status
-        out = ResponseWriter(reader, writer, plan.drip_bytes_per_s)
         try:
+            if request.streamed and not await transfer.receive(self.state, request, entry, reader):
+                raise ClientGone()
+            plan = routes.plan_for(self.state, request, entry)
+            entry["status"] = plan.status
+            out = ResponseWriter(reader, writer, plan.drip_bytes_per_s)
             keep_open = await self.play(plan, entry, out)
         except ClientGone:
             entry["outcome"] = "client_closed"
@@ -163,6 +164,8 @@ class FakeUpstream:
             return False
         if plan.chunks is not None:
             return await self.play_chunks(plan, entry, out)
+        if plan.body_file is not None:
+            return await transfer.play_file(plan, entry, out)
         headers = list(plan.headers)
         if not any(name.lower() == "date" for name, _ in headers):
             headers.append(("Date", http_date()))
@@ -249,6 +252,8 @@ class FakeUpstream:
             payload = self.state.closed
         elif route == ("GET", "/_fake/health"):
             payload = {"ok": True, "pid": os.getpid()}
+        elif (handled := routes.control(self.state, request)) is not None:
+            return await self._json(writer, *handled)
         else:
             return await self._json(writer, 404, {"error": f"no control route {request.method} {request.path}"})
         return await self._json(writer, 200, payload)
@@ -265,10 +270,11 @@ class FakeUpstream:
         return True
 
 
-async def serve(host: str, port: int, port_file: str | None, log_body_max: int) -> None:
-    fake = FakeUpstream(State(log_body_max))
+async def serve(host: str, port: int, port_file: str | None, log_body_max: int, data_dir: str | None = None) -> None:
+    fake = FakeUpstream(State(log_body_max, data_dir))
     server = await asyncio.start_server(fake.handle_connection, host, port, backlog=4096, limit=4 * 1024 * 1024)
     bound_port = server.sockets[0].getsockname()[1]
+    fake.state.resources.base_url = f"http://{host}:{bound_port}"
     if port_file:
         temporary = f"{port_file}.tmp"
         with open(temporary, "w") as handle:

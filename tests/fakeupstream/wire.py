@@ -2,7 +2,8 @@
 
 It parses requests (Content-Length or chunked bodies, `Expect: 100-continue`) and writes responses
 byte by byte under the caller's control: Content-Length bodies, one HTTP chunk per call, dripping,
-and abrupt endings (FIN or RST).
+and abrupt endings (FIN or RST).  A body the caller wants streamed (uploads) is left on the connection
+and read piece by piece with :func:`body_pieces`, never held whole.
 """
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ import asyncio
 import email.utils
 import socket
 import struct
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import unquote
+
+PIECE_SIZE = 256 * 1024
 
 REASONS = {
     100: "Continue", 200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
@@ -34,6 +39,8 @@ class Request:
     body: bytes = b""
     path: str = field(init=False)
     query: str = field(init=False)
+    streamed: bool = False  # the body is still on the connection (read it with body_pieces)
+    sink: Any = None  # where a streamed body went (tests/fakeupstream/uploads.py)
 
     def __post_init__(self):
         raw_path, _, self.query = self.target.partition("?")
@@ -51,8 +58,13 @@ class Request:
         return connection != "close"
 
 
-async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Request | None:
-    """Read one request; None when the client closed the connection between requests."""
+async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                       stream_body: Callable[[Request], bool] | None = None) -> Request | None:
+    """Read one request; None when the client closed the connection between requests.
+
+    When ``stream_body(request)`` is true the body is not read: ``request.streamed`` is set and the
+    caller must consume it with :func:`body_pieces` before the next request on the connection.
+    """
     try:
         line = await reader.readline()
     except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -82,7 +94,9 @@ async def read_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
     if (request.header("expect") or "").lower() == "100-continue":
         writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         await writer.drain()
-    if (request.header("transfer-encoding") or "").lower() == "chunked":
+    if stream_body is not None and stream_body(request):
+        request.streamed = True
+    elif (request.header("transfer-encoding") or "").lower() == "chunked":
         request.body = await _read_chunked(reader)
     elif request.header("content-length"):
         request.body = await reader.readexactly(int(request.header("content-length")))
@@ -100,6 +114,39 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
             return b"".join(parts)
         parts.append(await reader.readexactly(size))
         await reader.readexactly(2)
+
+
+async def body_pieces(reader: asyncio.StreamReader, request: Request,
+                      piece_size: int = PIECE_SIZE) -> AsyncIterator[bytes]:
+    """The streamed body of ``request`` in pieces of at most ``piece_size`` bytes.
+
+    Raises ``asyncio.IncompleteReadError`` when the client stops sending before the body's end.
+    """
+    if (request.header("transfer-encoding") or "").lower() == "chunked":
+        while True:
+            size_line = await reader.readline()
+            if not size_line:
+                raise asyncio.IncompleteReadError(b"", None)
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass
+                return
+            async for piece in _exactly(reader, size, piece_size):
+                yield piece
+            await reader.readexactly(2)
+    else:
+        async for piece in _exactly(reader, int(request.header("content-length") or 0), piece_size):
+            yield piece
+
+
+async def _exactly(reader: asyncio.StreamReader, remaining: int, piece_size: int) -> AsyncIterator[bytes]:
+    while remaining > 0:
+        piece = await reader.read(min(remaining, piece_size))
+        if not piece:
+            raise asyncio.IncompleteReadError(b"", remaining)
+        remaining -= len(piece)
+        yield piece
 
 
 def http_date() -> str:

@@ -1,8 +1,10 @@
-"""relay: a Gemini-native API relay.  This module provides ``create_app``, the Flask application factory."""
+"""relay: a Gemini-native API relay.  This module provides ``create_app``, the Flask application factory.
 
-from flask import Flask
+Importing the package loads nothing but the standard library (Flask and the rest load inside
+``create_app``), so that ``python -m relay.config`` and gunicorn's master can read the settings cheaply.
+"""
 
-from relay.config import ConfigError, load_settings
+from relay.settings import ConfigError
 
 __all__ = ["ConfigError", "create_app"]
 
@@ -16,7 +18,9 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     (``check_open`` None), which must work before the first key exists.
     """
     import click
+    from flask import Flask
 
+    from relay.config import load_settings
     from relay.observability import accesslog
     from relay.clients import cli
     from relay.api import admin, gemini, lifecycle, ops

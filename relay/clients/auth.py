@@ -76,7 +76,7 @@ class Authenticator:
             raise Unauthenticated("API key not valid. Please pass a valid relay API key.")
         if record.get("revoked"):
             raise Unauthenticated("API key has been revoked.")
-        if _expired(record.get("expires"), self.clock()):
+        if expired(record.get("expires"), self.clock()):
             raise Unauthenticated("API key has expired.")
         return Client(
             name=record["name"], kind="managed", rpm=record.get("rpm"), tpm=record.get("tpm"),
@@ -106,8 +106,9 @@ class Authenticator:
             return False
 
 
-def _expired(expires, now):
-    """``expires`` is a YYYY-MM-DD date (the key works through that day, UTC) or None."""
+def expired(expires, now):
+    """Whether a key whose ``expires`` is a YYYY-MM-DD date (it works through that day, UTC) or None has
+    expired at ``now``; an unreadable date counts as expired."""
     if not expires:
         return False
     try:

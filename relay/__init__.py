@@ -25,9 +25,11 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     from relay.clients import cli
     from relay.api import admin, gemini, lifecycle, ops
     from relay.services import Services
+    from relay.upstream import http
 
     settings = load_settings(environ, overrides)
-    accesslog.init_logging()
+    accesslog.init_logging(settings.log_level)
+    http.install_header_parser()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False

@@ -1,16 +1,16 @@
 """relay: a Gemini-native API relay.  This module provides ``create_app``, the Flask application factory.
 
 Importing the package loads nothing but the standard library (Flask and the rest load inside
-``create_app``), so that ``python -m relay.config`` and gunicorn's master can read the settings cheaply.
+``create_app``): gunicorn's master imports :mod:`relay.config` before gevent patches the workers.
 """
 
 from relay.settings import ConfigError
 
-__all__ = ["ConfigError", "create_app"]
+__all__ = ["ConfigError", "check_clients", "create_app"]
 
 
 def create_app(overrides=None, environ=None, store=None, check_open=None):
-    """Build the app: settings → services → blueprints → error handlers.
+    """Build the app: settings → process set-up → services → blueprints → error handlers.
 
     ``overrides`` replaces Settings fields (tests); ``environ`` replaces ``os.environ``; ``store`` injects a
     shared-state backend.  Raises ConfigError, with the fix in its message, when relay must not start —
@@ -20,10 +20,10 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     import click
     from flask import Flask
 
+    from relay.api import admin, gemini, lifecycle, ops
+    from relay.clients import cli
     from relay.config import load_settings
     from relay.observability import accesslog
-    from relay.clients import cli
-    from relay.api import admin, gemini, lifecycle, ops
     from relay.services import Services
     from relay.upstream import http
 
@@ -47,15 +47,26 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     if check_open is None:
         check_open = click.get_current_context(silent=True) is None
     if check_open:
-        check_not_open(services)
+        check_not_open(settings, services.auth)
     return app
 
 
-def check_not_open(services):
+def check_clients(settings):
+    """Refuse an open relay (see :func:`check_not_open`) from the settings alone: the start-up check."""
+    from relay.clients.auth import Authenticator
+    from relay.store import open_store
+
+    store = open_store(settings.redis_url, settings.db_path)
+    try:
+        check_not_open(settings, Authenticator(settings, store))
+    finally:
+        store.close()
+
+
+def check_not_open(settings, auth):
     """Managed mode with no client key at all would be an open relay: refuse to serve."""
-    if services.settings.managed and not services.auth.has_any_keys():
+    if settings.managed and not auth.has_any_keys():
         raise ConfigError(
             "relay: upstream keys are configured (RELAY_UPSTREAM_KEYS / GEMINI_API_KEY / relay.toml) but no client "
             "keys exist, so anyone could spend them. Set RELAY_API_KEYS=<key>[,<key>...] or create one with "
-            "`flask --app app keys create NAME`, then start relay again."
-        )
+            "`flask --app app keys create NAME`, then start relay again.", "RELAY_API_KEYS")

@@ -89,7 +89,7 @@ def test_a_key_is_never_repeated_in_an_error(tmp_path):
 
 
 def test_settings_modules_load_only_the_standard_library():
-    probe = ("import sys; before = set(sys.modules); import relay.config; "
+    probe = ("import sys; before = set(sys.modules); import relay.config, relay.errors, relay.observability.logs; "
              "print('\\n'.join(sorted(name for name in set(sys.modules) - before "
              "if name.split('.')[0] not in sys.stdlib_module_names and name.split('.')[0] != 'relay')))")
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True, capture_output=True, text=True,

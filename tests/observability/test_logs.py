@@ -1,13 +1,16 @@
 """relay's log format: every line one JSON object, ``extra`` fields as fields, a traceback as one field, keys
-scrubbed; an upstream failure logged with its cause."""
+scrubbed; gunicorn's own lines through relay_worker.RelayLogger; an upstream failure logged with its cause."""
 
+import io
 import json
 import logging
 import socket
 
 import pytest
 import requests
+from gunicorn.config import Config
 
+import relay_worker
 from relay.observability import logs
 from relay.upstream import http as upstream_http
 
@@ -47,6 +50,19 @@ def test_keys_are_scrubbed_everywhere_in_the_line(text):
     line = formatted(("%s", (text,)), request_line=text)
     assert "AIzaSyKEY123" not in line and "[redacted]" in line
     json.loads(line)
+
+
+def test_gunicorn_lines_are_json_and_scrubbed():
+    cfg = Config()
+    cfg.set("errorlog", "-")
+    logger = relay_worker.RelayLogger(cfg)
+    stream = io.StringIO()
+    for handler in logger.error_log.handlers:
+        handler.setStream(stream)
+    logger.warning("Invalid request from ip=%s: %s", "10.0.0.1", "Invalid HTTP Version: 'GET /x?key=SECRET99 HTTP/9'")
+    parsed = json.loads(stream.getvalue())
+    assert parsed["logger"] == "gunicorn.error" and parsed["level"] == "WARNING"
+    assert "SECRET99" not in stream.getvalue() and "key=[redacted]" in parsed["message"]
 
 
 def test_install_is_idempotent_and_sets_the_level():

@@ -25,7 +25,8 @@ bind = f"0.0.0.0:{settings.port}"
 #       streams: one per core is plenty.
 #
 #   worker_class - relay_worker.RelayWorker: gunicorn's gevent worker that closes idle keep-alive
-#       connections at SIGTERM and sends a response's headers with its first bytes.
+#       connections at SIGTERM, sends a response's headers with its first bytes, and answers malformed
+#       HTTP with Google's error JSON instead of gunicorn's HTML page.
 #
 #   worker_connections - concurrent connections per worker ($RELAY_WORKER_CONNECTIONS); open streams count.
 #
@@ -56,8 +57,13 @@ preload_app = False
 #   limit_request_field_size - bytes one header line may hold: twice gunicorn's default, for the long
 #       tokens some SDK front ends send.  The request line keeps gunicorn's limit.
 #
+#   forwarder_headers - none.  gunicorn would take SCRIPT_NAME and PATH_INFO from request headers sent from
+#       a trusted address (loopback by default): a caller could move relay's routes.  A mount prefix, if
+#       ever wanted, comes from the SCRIPT_NAME environment variable instead.
+#
 
 limit_request_field_size = 16384
+forwarder_headers = ""
 
 #
 # Logging

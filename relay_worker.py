@@ -2,7 +2,7 @@
 its JSON logger, and the master's start-up (settings checked once, the start-up line, the metrics directory).
 
 It imports gunicorn, gevent and, of relay, only modules that load nothing but the standard library
-(relay, relay.config, relay.observability.logs): the master must not load requests, ssl-using
+(relay, relay.config, relay.errors, relay.observability.logs): the master must not load requests, ssl-using
 clients or Flask before gevent patches each worker (tests/test_worker.py checks this).
 """
 
@@ -13,21 +13,26 @@ import resource
 import shutil
 import socket
 import tempfile
+import time
+import uuid
+from http import HTTPStatus
 
 import gevent
 from gunicorn.glogging import Logger
+from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.workers.ggevent import GeventWorker
 
 from relay import check_clients
 from relay.config import ConfigError, load_settings, summary
+from relay.errors import render_json
 from relay.observability import logs
 
 log = logging.getLogger("relay.startup")
 
 
 class RelayWorker(GeventWorker):
-    """gunicorn's gevent worker, with a shutdown that suits long streams.
+    """gunicorn's gevent worker, with a shutdown that suits long streams and errors in Google's shape.
 
     On SIGTERM gunicorn waits until every connection is gone, counting an idle keep-alive connection (a
     load balancer's, an SDK's pool) as busy, and the arbiter SIGKILLs the worker at the same timeout the
@@ -70,6 +75,55 @@ class RelayWorker(GeventWorker):
         gevent.sleep(graceful - min(3.0, graceful / 2))
         for greenlet in list(self._serving.values()):
             gevent.kill(greenlet)  # the stream ends, its usage row is queued, then flushed
+
+    def handle_error(self, req, client, addr, exc):
+        """Answer what gunicorn refuses before relay sees it as relay answers everything: Google's error JSON.
+
+        gunicorn's own page is HTML (and says "501 Bad Request" for a transfer coding it does not know).
+        The message names the problem without repeating the request, which may hold a key.
+        """
+        code, status, message = http_problem(exc)
+        if code >= 500:
+            self.log.exception("error handling a request", extra={"status": code})
+        else:
+            self.log.warning("invalid request from %s: %s", (addr or ("",))[0], exc,
+                             extra={"status": code, "error": type(exc).__name__})
+        body = render_json({"error": {"code": code, "message": message, "status": status}})
+        head = (f"HTTP/1.1 {code} {HTTPStatus(code).phrase}\r\nContent-Type: application/json; charset=UTF-8\r\n"
+                f"Content-Length: {len(body)}\r\nX-Request-Id: {uuid.uuid4().hex}\r\nConnection: close\r\n\r\n")
+        try:
+            client.sendall(head.encode() + body)
+            _linger(client)
+        except OSError:
+            pass  # the client is gone already
+
+
+# gunicorn's refusals: (its exception classes, HTTP code, Google status, message); the first match wins.
+HTTP_PROBLEMS = (
+    ((http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName), 500, "INTERNAL",
+     "Internal error encountered."),
+    ((http_errors.LimitRequestLine,), 414, "INVALID_ARGUMENT", "The request line is too long."),
+    ((http_errors.LimitRequestHeaders,), 431, "INVALID_ARGUMENT", "The request headers are too large or too many."),
+    ((http_errors.ExpectationFailed,), 417, "FAILED_PRECONDITION", "Only 'Expect: 100-continue' is supported."),
+    ((http_errors.UnsupportedTransferCoding,), 501, "UNIMPLEMENTED", "This Transfer-Encoding is not supported."),
+    ((http_errors.ForbiddenProxyRequest,), 403, "PERMISSION_DENIED", "PROXY protocol is not accepted from here."),
+    ((http_errors.ConfigurationProblem,), 500, "INTERNAL", "Internal error encountered."),
+    ((http_errors.InvalidRequestLine, http_errors.InvalidRequestMethod, http_errors.InvalidHTTPVersion),
+     400, "INVALID_ARGUMENT", "The request line is not valid HTTP/1.1."),
+    ((http_errors.InvalidHeader, http_errors.InvalidHeaderName, http_errors.ObsoleteFolding), 400,
+     "INVALID_ARGUMENT", "A request header is not valid HTTP/1.1."),
+    ((http_errors.InvalidChunkSize, http_errors.ChunkMissingTerminator, http_errors.InvalidChunkExtension), 400,
+     "INVALID_ARGUMENT", "The chunked request body is not valid HTTP/1.1."),
+    ((http_errors.ParseException,), 400, "INVALID_ARGUMENT", "The request is not valid HTTP/1.1."),
+)
+
+
+def http_problem(exc):
+    """(code, Google status, message) for an exception gunicorn's worker hands to handle_error."""
+    for classes, code, status, message in HTTP_PROBLEMS:
+        if isinstance(exc, classes):
+            return code, status, message
+    return 500, "INTERNAL", "Internal error encountered."
 
 
 class OneWriteResponse(wsgi.Response):
@@ -140,6 +194,19 @@ class _Gather:
 
     def sendall(self, data):
         self.data += data
+
+
+def _linger(client, seconds=1.0, limit=1 << 20):
+    """Read what the client still sends before gunicorn closes: closing on unread bytes resets the
+    connection, and a client may then lose the error it was sent (a 414 or 431 comes mid-upload)."""
+    client.shutdown(socket.SHUT_WR)
+    deadline = time.monotonic() + seconds
+    while limit > 0 and time.monotonic() < deadline:
+        client.settimeout(max(0.01, deadline - time.monotonic()))
+        data = client.recv(65536)  # a timeout is an OSError, which handle_error expects
+        if not data:
+            break
+        limit -= len(data)
 
 
 def _stop_reading(client):

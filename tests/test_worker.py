@@ -1,5 +1,5 @@
 """relay_worker and gunicorn.conf.py without a running server: what they import, what loading them changes (nothing),
-and the start-up checks in the master.
+the start-up checks in the master, and the Google-shaped answers to what gunicorn refuses.
 
 tests/e2e/test_startup_e2e.py runs the same against real gunicorn processes.
 """
@@ -9,9 +9,11 @@ import resource
 import socket
 import subprocess
 import sys
+from http import HTTPStatus
 from types import SimpleNamespace
 
 import pytest
+from gunicorn.http import errors as http_errors
 
 import relay_worker
 from relay.config import load_settings
@@ -142,3 +144,34 @@ def _free_port():
     with socket.socket() as probe:
         probe.bind(("0.0.0.0", 0))
         return probe.getsockname()[1]
+
+
+# --- what gunicorn refuses, in Google's shape ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("exc, code, status", [
+    (http_errors.InvalidRequestLine("GET /x?key=k"), 400, "INVALID_ARGUMENT"),
+    (http_errors.InvalidHeaderName("X Y"), 400, "INVALID_ARGUMENT"),
+    (http_errors.LimitRequestLine(9000, 4094), 414, "INVALID_ARGUMENT"),
+    (http_errors.LimitRequestHeaders("too many"), 431, "INVALID_ARGUMENT"),
+    (http_errors.ExpectationFailed("200-ok"), 417, "FAILED_PRECONDITION"),
+    (http_errors.UnsupportedTransferCoding("foo"), 501, "UNIMPLEMENTED"),
+    (http_errors.InvalidResponseHeader("x"), 500, "INTERNAL"),
+    (RuntimeError("a bug"), 500, "INTERNAL"),
+])
+def test_handle_error_answers_with_google_json_and_a_true_status_line(exc, code, status):
+    ours, theirs = socket.socketpair()
+    logged = []
+    worker = SimpleNamespace(log=SimpleNamespace(warning=lambda *a, **k: logged.append(a),
+                                                 exception=lambda *a, **k: logged.append(a)))
+    with ours, theirs:
+        theirs.shutdown(socket.SHUT_WR)  # the client has sent everything
+        relay_worker.RelayWorker.handle_error(worker, None, ours, ("127.0.0.1", 5), exc)
+        answer = theirs.recv(65536)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n")[0].decode()
+    assert status_line == f"HTTP/1.1 {code} {HTTPStatus(code).phrase}"
+    assert b"Content-Type: application/json; charset=UTF-8" in head and b"X-Request-Id: " in head
+    error = json.loads(body)["error"]
+    assert list(error) == ["code", "message", "status"] and (error["code"], error["status"]) == (code, status)
+    assert b"key=k" not in answer and logged

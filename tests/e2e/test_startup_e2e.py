@@ -1,4 +1,5 @@
-"""Start-up against real gunicorn: bad settings refused once, the start-up line, JSON log lines."""
+"""Start-up and the server's edges against real gunicorn: bad settings refused once, the start-up line, JSON log
+lines, and Google-shaped answers to malformed HTTP (raw sockets, since HTTP clients refuse to send it)."""
 from __future__ import annotations
 
 import json
@@ -112,6 +113,15 @@ def raw(relay, data):
     return answer
 
 
+def google_error(answer, code, reason):
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0] == f"HTTP/1.1 {code} {reason}".encode(), answer[:300]
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(body)["error"]
+    assert list(error) == ["code", "message", "status"] and error["code"] == code
+    return error
+
+
 def test_the_start_up_line_says_what_relay_does_and_no_secret(relay):
     [line] = [line for line in json_lines(relay.output_text()) if line.get("logger") == "relay.startup"]
     assert line["mode"] == "managed" and line["admin_views"] == "on" and line["workers"] == 2
@@ -120,6 +130,36 @@ def test_the_start_up_line_says_what_relay_does_and_no_secret(relay):
     assert line["store"].endswith("/3") and line["listening"] == [f"http://0.0.0.0:{relay.port}"]
     for word in ("managed mode", relay.upstream_url, "1 key", "redis://127.0.0.1", "admin views on"):
         assert word in line["message"]
+
+
+@pytest.mark.parametrize("request_bytes, code, reason, status", [
+    (b"GARBAGE\r\n\r\n", 400, "Bad Request", "INVALID_ARGUMENT"),
+    (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: relay\r\n\r\n", 414, "Request-URI Too Long", "INVALID_ARGUMENT"),
+    (b"GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Big: " + b"b" * 20000 + b"\r\n\r\n", 431,
+     "Request Header Fields Too Large", "INVALID_ARGUMENT"),
+    (b"POST /healthz HTTP/1.1\r\nHost: relay\r\nExpect: 200-ok\r\nContent-Length: 2\r\n\r\n{}", 417,
+     "Expectation Failed", "FAILED_PRECONDITION"),
+    (b"POST /healthz HTTP/1.1\r\nHost: relay\r\nTransfer-Encoding: foo\r\n\r\n", 501, "Not Implemented",
+     "UNIMPLEMENTED"),
+    (b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Bad Request", "INVALID_ARGUMENT"),
+])
+def test_malformed_http_gets_google_shaped_json(relay, request_bytes, code, reason, status):
+    error = google_error(raw(relay, request_bytes), code, reason)
+    assert error["status"] == status
+
+
+def test_an_http_1_1_request_without_host_is_400(relay):
+    answer = raw(relay, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+    error = google_error(answer, 400, "BAD REQUEST")
+    assert "Host" in error["message"]
+    assert raw(relay, b"GET /healthz HTTP/1.0\r\n\r\n").startswith(b"HTTP/1.0 200 ")
+
+
+@pytest.mark.parametrize("script_name", [b"/healthz", b"/elsewhere"])
+def test_a_script_name_header_from_the_network_is_ignored(relay, script_name):
+    answer = raw(relay, b"GET /healthz HTTP/1.1\r\nHost: relay\r\nSCRIPT_NAME: " + script_name +
+                 b"\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b'{"status":"ok"}\n')
 
 
 def test_every_log_line_is_json_and_carries_no_secret(relay):

@@ -1,12 +1,11 @@
 """The WSGI entry point: ``gunicorn -c gunicorn.conf.py app:app`` (and ``flask --app app keys ...``)."""
 
-import sys
-
 from relay import ConfigError, create_app
+from relay.observability import logs
 
 try:
     app = create_app()
 except ConfigError as error:
-    print(error, file=sys.stderr)
-    # Exit code 4 is gunicorn's "App failed to load": the arbiter stops instead of respawning workers.
-    raise SystemExit(4) from None
+    # Under gunicorn the master has checked the settings already; this is for what changed since, and for
+    # other WSGI servers and the flask CLI.
+    logs.refuse(error)

@@ -1,14 +1,16 @@
-"""relay: a Gemini-native API relay.  This module provides ``create_app``, the Flask application factory."""
+"""relay: a Gemini-native API relay.  This module provides ``create_app``, the Flask application factory.
 
-from flask import Flask
+Importing the package loads nothing but the standard library (Flask and the rest load inside
+``create_app``): gunicorn's master imports :mod:`relay.config` before gevent patches the workers.
+"""
 
-from relay.config import ConfigError, load_settings
+from relay.settings import ConfigError
 
-__all__ = ["ConfigError", "create_app"]
+__all__ = ["ConfigError", "check_clients", "create_app"]
 
 
 def create_app(overrides=None, environ=None, store=None, check_open=None):
-    """Build the app: settings → services → blueprints → error handlers.
+    """Build the app: settings → process set-up → services → blueprints → error handlers.
 
     ``overrides`` replaces Settings fields (tests); ``environ`` replaces ``os.environ``; ``store`` injects a
     shared-state backend.  Raises ConfigError, with the fix in its message, when relay must not start —
@@ -16,14 +18,18 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     (``check_open`` None), which must work before the first key exists.
     """
     import click
+    from flask import Flask
 
-    from relay.observability import accesslog
-    from relay.clients import cli
     from relay.api import admin, gemini, lifecycle, ops, routing
+    from relay.clients import cli
+    from relay.config import load_settings
+    from relay.observability import accesslog
     from relay.services import Services
+    from relay.upstream import http
 
     settings = load_settings(environ, overrides)
-    accesslog.init_logging()
+    accesslog.init_logging(settings.log_level)
+    http.install_header_parser()
     app = Flask(__name__)
     # Never a redirect: werkzeug would build its Location from the caller's Host, with the query (?key=).
     # Set before the blueprints register, as rules take these defaults when they are added.
@@ -42,19 +48,43 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     app.register_blueprint(gemini.bp)
     app.register_blueprint(gemini.bp, url_prefix="/v1", name="gemini_v1_prefix")
     lifecycle.init_app(app)
+    app.before_request(require_host)
     cli.init_app(app)
     if check_open is None:
         check_open = click.get_current_context(silent=True) is None
     if check_open:
-        check_not_open(services)
+        check_not_open(settings, services.auth)
     return app
 
 
-def check_not_open(services):
+def require_host():
+    """HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2): answer 400 without one, or with several."""
+    from flask import request
+
+    from relay.errors import InvalidArgument
+
+    environ = request.environ
+    host = environ.get("HTTP_HOST")
+    if (host is None and environ.get("SERVER_PROTOCOL") == "HTTP/1.1") or (host is not None and "," in host):
+        raise InvalidArgument("An HTTP/1.1 request must carry exactly one Host header.")
+
+
+def check_clients(settings):
+    """Refuse an open relay (see :func:`check_not_open`) from the settings alone: the start-up check."""
+    from relay.clients.auth import Authenticator
+    from relay.store import open_store
+
+    store = open_store(settings.redis_url, settings.db_path)
+    try:
+        check_not_open(settings, Authenticator(settings, store))
+    finally:
+        store.close()
+
+
+def check_not_open(settings, auth):
     """Managed mode with no client key at all would be an open relay: refuse to serve."""
-    if services.settings.managed and not services.auth.has_any_keys():
+    if settings.managed and not auth.has_any_keys():
         raise ConfigError(
             "relay: upstream keys are configured (RELAY_UPSTREAM_KEYS / GEMINI_API_KEY / relay.toml) but no client "
             "keys exist, so anyone could spend them. Set RELAY_API_KEYS=<key>[,<key>...] or create one with "
-            "`flask --app app keys create NAME`, then start relay again."
-        )
+            "`flask --app app keys create NAME`, then start relay again.", "RELAY_API_KEYS")

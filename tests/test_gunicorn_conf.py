@@ -1,27 +1,19 @@
-"""gunicorn.conf.py's response class: the header block leaves with the first body bytes, never out of order.
+"""relay_worker's response class: the header block leaves with the first body bytes, never out of order.
 
 These drive gunicorn's own Response machinery with a socket that records each write; the e2e suites
 run the same class in real workers.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 from gunicorn.config import Config
 from gunicorn.http.parser import RequestParser
 
-CONF = Path(__file__).resolve().parents[1] / "gunicorn.conf.py"
-
 
 @pytest.fixture(scope="module")
 def conf():
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PROMETHEUS_MULTIPROC_DIR", "/nonexistent-not-used")  # loading must not create one
-        spec = importlib.util.spec_from_file_location("relay_gunicorn_conf", CONF)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return module
+    import relay_worker
+
+    return relay_worker
 
 
 class RecordingSocket:

@@ -99,7 +99,7 @@ class Authenticator:
             raise Unauthenticated("API key not valid. Please pass a valid relay API key.")
         if record.get("revoked"):
             raise Unauthenticated("API key has been revoked.")
-        if _expired(record.get("expires"), self.clock()):
+        if expired(record.get("expires"), self.clock()):
             raise Unauthenticated("API key has expired.")
         return Client(
             name=record["name"], kind="managed", rpm=record.get("rpm"), tpm=record.get("tpm"),
@@ -125,7 +125,7 @@ class Authenticator:
         Raises StoreError when the store is down."""
         now = self.clock()
         stored = [record["name"] for record in self.store.list_client_keys()
-                  if not record.get("revoked") and not _expired(record.get("expires"), now)]
+                  if not record.get("revoked") and not expired(record.get("expires"), now)]
         return [name for _, name in self._static] + stored
 
     def has_any_keys(self):
@@ -137,8 +137,9 @@ class Authenticator:
             return False
 
 
-def _expired(expires, now):
-    """``expires`` is a YYYY-MM-DD date (the key works through that day, UTC) or None."""
+def expired(expires, now):
+    """Whether a key whose ``expires`` is a YYYY-MM-DD date (it works through that day, UTC) or None has
+    expired at ``now``; an unreadable date counts as expired."""
     if not expires:
         return False
     try:

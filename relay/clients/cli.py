@@ -14,9 +14,9 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from relay.clients.auth import hash_key
+from relay.clients.auth import expired, hash_key
 from relay.store import KeyExists, StoreError
-from relay.store.base import usage_window_start
+from relay.store.base import TOKEN_FIELDS, usage_window_start
 
 keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the shared store).")
 
@@ -25,8 +25,6 @@ keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the sha
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9.*?_\[\]!-]{1,256}$")
 MAX_USAGE_DAYS = 366
-TOKEN_COLUMNS = ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "cached_tokens", "tool_use_tokens",
-                 "total_tokens")
 
 
 def init_app(app):
@@ -82,7 +80,7 @@ def _days(ctx, param, value):
 @click.option("--expires", callback=_expiry, help="Last day the key works (YYYY-MM-DD, UTC).")
 def create(name, rpm, tpm, daily_tokens, models, expires):
     """Create a key called NAME and print it (once: only its hash is kept)."""
-    if expires and date.fromisoformat(expires) < _today():
+    if expires and expired(expires, time.time()):
         raise click.BadParameter(f"{expires} is in the past", param_hint="'--expires'")
     key = "sk-relay-" + secrets.token_urlsafe(32)
     record = {
@@ -144,7 +142,7 @@ def usage(name, days):
     except StoreError as error:
         raise click.ClickException(f"the store could not be read: {error}") from None
     table = [(heading, "REQUESTS", "ERRORS", "PROMPT", "CANDIDATES", "THOUGHTS", "CACHED", "TOOL USE", "TOTAL")]
-    totals = dict.fromkeys(("requests", "errors", *TOKEN_COLUMNS), 0)
+    totals = dict.fromkeys(("requests", "errors", *TOKEN_FIELDS), 0)
     for row in rows:
         table.append((_text(row[group]), *(str(row[column]) for column in totals)))
         for column in totals:
@@ -156,15 +154,7 @@ def usage(name, days):
 def _status(record):
     if record.get("revoked"):
         return "revoked"
-    try:
-        expired = bool(record.get("expires")) and date.fromisoformat(str(record["expires"])) < _today()
-    except ValueError:
-        expired = True  # the server treats an unreadable expiry as expired too
-    return "expired" if expired else "active"
-
-
-def _today():
-    return datetime.now(timezone.utc).date()
+    return "expired" if expired(record.get("expires"), time.time()) else "active"
 
 
 def _text(value):

@@ -10,22 +10,20 @@ import time
 
 import orjson
 
+from relay.observability import logs
+
 log = logging.getLogger("relay.access")
 
 
-def init_logging():
+def init_logging(level="info"):
+    """The access log on stderr (its lines are JSON already), and relay's other lines as JSON (see logs)."""
     if not log.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-    app_log = logging.getLogger("relay")
-    if not app_log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter('{"level": "%(levelname)s", "logger": "%(name)s", "message": %(message)r}'))
-        app_log.addHandler(handler)
-        app_log.setLevel(logging.INFO)
+    logs.install(level)
 
 
 def access_line(request_id, http_method, route, status, started, call=None):

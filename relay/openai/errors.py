@@ -76,7 +76,7 @@ def from_google_error(body, status=None):
 
 
 def _classify(status, rpc_status, message, details):
-    reasons = {detail.get("reason") for detail in details if detail.get("@type") == ERROR_INFO_TYPE}
+    reasons = {str(detail.get("reason")) for detail in details if detail.get("@type") == ERROR_INFO_TYPE}
     if status == 401 or "API_KEY_INVALID" in reasons:
         return OpenAIError(401, message, code="invalid_api_key")
     if rpc_status == "FAILED_PRECONDITION" and "location is not supported" in message:

@@ -13,9 +13,11 @@ they take about a third off the CPU an upstream round trip costs; bench/README.m
 import datetime
 import email.parser
 import http.client
+import logging
 import re
 import select
 import socket
+import ssl
 
 import requests
 import urllib3
@@ -33,6 +35,8 @@ except ImportError:  # pragma: no cover - gevent is a runtime dependency
 else:
     _poll = get_original("select", "poll")
 
+log = logging.getLogger("relay.upstream")
+
 # What can go wrong while reading an upstream body after the headers arrived.
 READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
 
@@ -44,12 +48,26 @@ ONE_WRITE_LIMIT = 256 * 1024
 
 
 class UpstreamFailure(Exception):
-    """An attempt that produced no HTTP response: ``reason`` is connect_timeout, timeout or connection."""
+    """An attempt that produced no HTTP response: ``reason`` is connect_timeout, timeout or connection;
+    ``cause`` says why in an operator's terms (a key of CAUSES)."""
 
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason, detail="", cause="connection"):
         super().__init__(reason)
         self.reason = reason
         self.detail = detail
+        self.cause = cause
+
+
+CAUSES = {
+    "dns": "the host name does not resolve (DNS)",
+    "refused": "connection refused",
+    "tls": "the TLS handshake failed",
+    "connect_timeout": "no connection within the connect timeout",
+    "timeout": "no answer within the read timeout",
+    "reset": "the connection was reset",
+    "closed": "the connection closed before an answer",
+    "connection": "the connection failed",
+}
 
 
 class _OneWrite:
@@ -192,7 +210,11 @@ def origin_of(url):
 
 
 def make_session(pool_size=2048):
-    """A Session with a large per-host pool (gevent runs thousands of streams per worker) and no retries."""
+    """A Session with a large per-host pool (gevent runs thousands of streams per worker) and no retries.
+
+    Its responses' headers are read by :func:`parse_response_headers` (installed here if it is not yet).
+    """
+    install_header_parser()
     session = requests.Session()
     session.trust_env = False
     adapter = RelayAdapter(pool_connections=16, pool_maxsize=pool_size, max_retries=0, pool_block=False)
@@ -228,13 +250,53 @@ def send(session, method, url, headers, body, timeout):
         adapter = getattr(session, "relay_adapter", None) or session.get_adapter(url)
         return adapter.send(prepared, stream=True, timeout=resolved)
     except requests.ConnectTimeout as exc:
-        raise UpstreamFailure("connect_timeout", type(exc).__name__) from None
+        raise _failure("connect_timeout", exc, url) from None
     except requests.Timeout as exc:
-        raise UpstreamFailure("timeout", type(exc).__name__) from None
+        raise _failure("timeout", exc, url) from None
     except (requests.RequestException, OSError) as exc:
-        # The exception text names host and path; keys travel only in headers, so it is safe, but we keep
-        # just the class name so nothing upstream-specific reaches a client.
-        raise UpstreamFailure("connection", type(exc).__name__) from None
+        raise _failure("connection", exc, url) from None
+
+
+def _failure(reason, exc, url):
+    """The UpstreamFailure for ``exc``, logged once with its cause (the log names the upstream's origin only)."""
+    cause = failure_cause(exc)
+    origin = origin_of(url)
+    scheme, _, rest = origin.partition("://")
+    origin = f"{scheme}://{rest.rpartition('@')[2]}"
+    log.warning("upstream %s failed before answering: %s", origin, CAUSES[cause],
+                extra={"upstream_url": origin, "cause": cause, "error": type(exc).__name__})
+    # The exception's text names host and path; only its class name goes on, so nothing upstream-specific
+    # reaches a client.
+    return UpstreamFailure(reason, type(exc).__name__, cause)
+
+
+def failure_cause(exc):
+    """Why an attempt got no HTTP answer, as a key of CAUSES: dns, refused, tls, a timeout, reset, closed."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect_timeout"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    wrapped = _wrapped(exc)
+    for kind, classes in (("dns", (socket.gaierror, urllib3.exceptions.NameResolutionError)),
+                          ("tls", (ssl.SSLError, urllib3.exceptions.SSLError, requests.exceptions.SSLError)),
+                          ("refused", (ConnectionRefusedError,)),
+                          ("reset", (ConnectionResetError, BrokenPipeError)),
+                          ("closed", (http.client.RemoteDisconnected, http.client.IncompleteRead))):
+        if any(isinstance(error, classes) for error in wrapped):
+            return kind
+    return "connection"
+
+
+def _wrapped(exc):
+    """``exc`` and the exceptions it wraps (requests → urllib3 → socket), through causes, reasons and args."""
+    found, pending = [], [exc]
+    while pending and len(found) < 16:
+        error = pending.pop(0)
+        if not isinstance(error, BaseException) or any(error is seen for seen in found):
+            continue
+        found.append(error)
+        pending += [error.__cause__, error.__context__, getattr(error, "reason", None), *error.args]
+    return found
 
 
 def _finish_others_first():
@@ -318,4 +380,10 @@ def parse_response_headers(fp, _class=http.client.HTTPMessage):
     return message
 
 
-http.client.parse_headers = parse_response_headers
+def install_header_parser():
+    """Make http.client (so urllib3, so every upstream response) read headers with parse_response_headers.
+
+    A process-wide change, so it is made by an explicit call at start-up (create_app, make_session), never
+    by importing this module.
+    """
+    http.client.parse_headers = parse_response_headers

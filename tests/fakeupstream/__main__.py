@@ -6,7 +6,30 @@ import sys
 
 from .server import serve
 
-DESCRIPTION = "A fake generativelanguage.googleapis.com that replays recorded Gemini traffic and keeps owned resources."
+DESCRIPTION = """\
+A fake generativelanguage.googleapis.com for trying relay and for its tests: it answers the Gemini API
+with recordings of Google's real responses, so the same request always gets the same answer. Any
+x-goog-api-key is accepted (none gets Google's 400 API_KEY_INVALID); no Google account is involved.
+
+It serves, under /v1beta, /v1 and /v1alpha:
+  POST models/{model}:generateContent         a recorded text answer
+  POST models/{model}:streamGenerateContent   a recorded stream: SSE with ?alt=sse, else a JSON array
+  POST models/{model}:countTokens             a recorded token count
+  POST models/{model}:embedContent, :batchEmbedContents   embeddings (one per request in a batch)
+  GET  models, models/{model}                 a recorded model list, one model
+  GET, POST, PATCH, DELETE cachedContents[/{id}]   context caches, kept in memory
+A model named "nope" or "missing-..." is Google's 404.
+
+Control API (JSON, not logged): GET /_fake/requests (what it received), POST /_fake/reset,
+POST /_fake/script (rules: statuses, 429 with RetryInfo, delays, cut streams, garbage bytes; see
+tests/fakeupstream/server.py), GET /_fake/closed, GET /_fake/health.
+
+Try relay with it (the README's "Try it without a Google key"):
+  python -m tests.fakeupstream --port 9100
+  RELAY_UPSTREAM_URL=http://127.0.0.1:9100 RELAY_UPSTREAM_KEYS=fake-google-key \\
+      RELAY_API_KEYS=sk-relay-try-it PORT=8080 python -m relay
+"""
+
 SERVES = """\
 what it serves ({ver} is v1, v1beta or v1alpha; every route needs x-goog-api-key except upload chunks):
   models           POST /{ver}/models/{m}:generateContent | :streamGenerateContent[?alt=sse] | :countTokens
@@ -44,16 +67,18 @@ control API (JSON, not logged):
 """
 
 
+
 def _terminate(signum, frame) -> None:
     """SIGTERM ends the process like Ctrl-C, so the data directory is cleaned up."""
     raise KeyboardInterrupt
 
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.fakeupstream", description=DESCRIPTION, epilog=SERVES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (see --port-file)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one (see --port-file)")
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--log-body-max", type=int, default=1024 * 1024,
                         help="request bodies longer than this are logged truncated (length + sha256 stay exact)")

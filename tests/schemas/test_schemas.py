@@ -282,7 +282,7 @@ ACCEPTED_GENERATE = {
 }
 SNAKE_CASE_BODY = (
     b'{"contents": [{"role": "user", "parts": [{"text": "Describe"}, {"inline_data": {"mime_type": "image/png", "data": "'
-    + PNG_BASE64.encode() + b'"}}, {"file_data": {"file_uri": "files/abc", "mime_type": "video/mp4"}}]},'
+    + PNG_BASE64.encode() + b'"}}, {"file_data": {"file_uri": "https://example.com/abc.mp4", "mime_type": "video/mp4"}}]},'
     b' {"role": "model", "parts": [{"function_call": {"name": "f", "args": {"a": 1}}, "thought_signature": "c2ln"}]},'
     b' {"role": "user", "parts": [{"function_response": {"name": "f", "response": {}}}]}],'
     b' "system_instruction": {"parts": [{"text": "Be brief."}]},'

@@ -39,7 +39,8 @@ def model_action(version, collection, target):
     checked_id(model, "model", MODEL_ID)
     raw = read_body()
     body = parse_json(raw)
-    validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method))
+    validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method),
+                  memory=services.validated)
     changed = drop_body_model(body, method)
     ctx = PluginContext(method=method, requested_model=model)
     call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
@@ -89,7 +90,7 @@ def cached_contents(version):
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
     body = parse_json(raw)
-    validate_body("cachedContents.create", body)
+    validate_body("cachedContents.create", body, memory=services.validated)
     model = str(body.get("model", "")).removeprefix("models/")
     ctx = PluginContext(method=call.method, requested_model=model)
     call.requested_model = model

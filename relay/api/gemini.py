@@ -13,7 +13,7 @@ from flask import Blueprint, request
 from relay import ownership
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.plugins import PluginContext
-from relay.pipeline.body import parse_json, read_body
+from relay.pipeline.body import parse_json, pause_for_others, read_body
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin, checked_id
 from relay.schemas import validate_body
@@ -40,7 +40,7 @@ def model_action(version, collection, target):
     raw = read_body()
     body = parse_json(raw)
     validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method),
-                  memory=services.validated)
+                  memory=services.validated, pause=pause_for_others)
     changed = drop_body_model(body, method)
     ctx = PluginContext(method=method, requested_model=model)
     call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
@@ -90,7 +90,7 @@ def cached_contents(version):
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
     body = parse_json(raw)
-    validate_body("cachedContents.create", body, memory=services.validated)
+    validate_body("cachedContents.create", body, memory=services.validated, pause=pause_for_others)
     model = str(body.get("model", "")).removeprefix("models/")
     ctx = PluginContext(method=call.method, requested_model=model)
     call.requested_model = model

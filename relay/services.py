@@ -1,8 +1,8 @@
 """This module provides the per-worker services relay's views use, kept in ``app.extensions["relay"]``.
 
 One instance per app (so per gunicorn worker, since nothing is preloaded): settings, the shared store,
-the pooled upstream Session, the key pool, the authenticator, the plugin registry, the usage recorder and
-the background flusher.  Views reach it with :func:`current`.
+the pooled upstream Session, the key pool, the authenticator, the plugin registry, the memory of request
+objects already validated, the usage recorder and the background flusher.  Views reach it with :func:`current`.
 """
 
 import atexit
@@ -15,6 +15,7 @@ from relay.clients.auth import Authenticator
 from relay.store.flusher import Flusher
 from relay.clients.limits import Limits
 from relay.plugins import default_registry
+from relay.schemas import ValidationMemory
 from relay.store import StoreError, open_store
 from relay.upstream.http import make_session
 from relay.upstream.pool import Pool
@@ -31,6 +32,7 @@ class Services:
         self.pool = Pool(settings, self.store)
         self.auth = Authenticator(settings, self.store)
         self.plugins = default_registry(settings)
+        self.validated = ValidationMemory()
         self.limits = Limits(self.store)
         self.usage = UsageRecorder(self.store)
         self.flusher = Flusher()

@@ -14,8 +14,8 @@ from relay import ownership
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
-from relay.pipeline.body import parse_json, read_body
 from relay.api.lifecycle import respond
+from relay.pipeline.body import parse_json, pause_for_others, read_body
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin, checked_id
 from relay.schemas import validate_body
@@ -40,7 +40,8 @@ def model_action(version, collection, target):
     checked_id(model, "model", MODEL_ID)
     raw = read_body()
     body = parse_json(raw)
-    validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method))
+    validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method),
+                  memory=services.validated, pause=pause_for_others)
     changed = drop_body_model(body, method)
     ctx = PluginContext(method=method, requested_model=model)
     call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
@@ -88,7 +89,7 @@ def cached_contents(version):
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
     body = parse_json(raw)
-    validate_body("cachedContents.create", body)
+    validate_body("cachedContents.create", body, memory=services.validated, pause=pause_for_others)
     model = str(body.get("model", "")).removeprefix("models/")
     ctx = PluginContext(method=call.method, requested_model=model)
     call.requested_model = model

@@ -396,39 +396,42 @@ def test_a_new_bad_turn_is_reported_after_turns_that_were_validated_before(relay
 
 
 def test_the_same_content_is_judged_the_same_whether_remembered_or_not():
-    from relay.schemas import validate_body
+    from relay.schemas import ValidationMemory, validate_body
     from relay.errors import InvalidArgument
 
+    memory = ValidationMemory()
     valid = {"contents": [{"role": "user", "parts": [{"text": "same"}]}]}
-    validate_body("generateContent", valid)
-    validate_body("generateContent", valid)  # now from memory
+    validate_body("generateContent", valid, memory=memory)
+    validate_body("generateContent", valid, memory=memory)  # now from memory
     with pytest.raises(InvalidArgument):
-        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "same", "thought": "x"}]}]})
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "same", "thought": "x"}]}]},
+                      memory=memory)
 
 
-def test_remembered_contents_are_bounded(monkeypatch):
-    from relay.schemas import gemini, validate_body
+def test_remembered_contents_are_bounded():
+    from relay.schemas import ValidationMemory, validate_body
 
-    monkeypatch.setattr(gemini, "VALIDATED_MAX", 3)
-    monkeypatch.setattr(gemini, "_VALIDATED", set())
+    memory = ValidationMemory(max_entries=3)
     for index in range(10):
         validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": f"distinct {index}"}]}],
-                                          "generationConfig": {"temperature": index / 10}})
-        assert len(gemini._VALIDATED) <= 3
+                                          "generationConfig": {"temperature": index / 10}}, memory=memory)
+        assert len(memory) <= 3
 
 
 def test_a_remembered_generation_config_does_not_vouch_for_a_different_one():
     from relay.errors import InvalidArgument
-    from relay.schemas import validate_body
+    from relay.schemas import ValidationMemory, validate_body
 
+    memory = ValidationMemory()
     good = {"temperature": 0.5, "thinkingConfig": {"thinkingBudget": 128}}
     for _ in range(2):  # the second time from memory
         validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}],
-                                          "generationConfig": good, "systemInstruction": {"parts": [{"text": "b"}]}})
+                                          "generationConfig": good, "systemInstruction": {"parts": [{"text": "b"}]}},
+                      memory=memory)
     with pytest.raises(InvalidArgument) as raised:
         validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}],
                                           "generationConfig": {**good, "temperature": 5},
-                                          "systemInstruction": {"parts": [{"text": "b", "thought": "x"}]}})
+                                          "systemInstruction": {"parts": [{"text": "b", "thought": "x"}]}}, memory=memory)
     fields = {violation["field"] for violation in raised.value.to_dict()["error"]["details"][0]["fieldViolations"]}
     assert fields == {"generationConfig.temperature", "systemInstruction.parts[0].thought"}
 
@@ -436,27 +439,30 @@ def test_a_remembered_generation_config_does_not_vouch_for_a_different_one():
 def test_an_object_valid_in_one_place_is_still_checked_in_another():
     """Memory is per schema: a dict that passed as a generationConfig is not thereby a valid Content."""
     from relay.errors import InvalidArgument
-    from relay.schemas import validate_body
+    from relay.schemas import ValidationMemory, validate_body
 
+    memory = ValidationMemory()
     shared = {"role": "system"}  # fine as a generationConfig (unknown field kept), not as a Content
-    validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "generationConfig": shared})
+    validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "generationConfig": shared},
+                  memory=memory)
     with pytest.raises(InvalidArgument):
-        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "systemInstruction": shared})
+        validate_body("generateContent", {"contents": [{"role": "user", "parts": [{"text": "a"}]}], "systemInstruction": shared},
+                      memory=memory)
 
 
-def test_a_large_part_is_checked_every_time_instead_of_remembered(monkeypatch):
+def test_a_large_part_is_checked_every_time_instead_of_remembered():
     """Hashing a 20 MB inlineData would cost more than validating it: large objects are not remembered."""
     from relay.errors import InvalidArgument
-    from relay.schemas import gemini, validate_body
+    from relay.schemas import ValidationMemory, validate_body
 
-    monkeypatch.setattr(gemini, "_VALIDATED", set())
+    memory = ValidationMemory()
     image = {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "QUJD" * 100_000}}]}
-    validate_body("generateContent", {"contents": [image]})
-    validate_body("generateContent", {"contents": [image]})
-    assert gemini._VALIDATED == set()
+    validate_body("generateContent", {"contents": [image]}, memory=memory)
+    validate_body("generateContent", {"contents": [image]}, memory=memory)
+    assert len(memory) == 0
     broken = {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": "QUJD" * 100_000 + "!"}}]}
     with pytest.raises(InvalidArgument):
-        validate_body("generateContent", {"contents": [broken]})
+        validate_body("generateContent", {"contents": [broken]}, memory=memory)
 
 
 @settings(max_examples=500, deadline=None)

@@ -57,9 +57,11 @@ class RelayWorker(GeventWorker):
     def handle_request(self, listener_name, req, sock, addr):
         self._serving[sock] = gevent.getcurrent()
         try:
-            super().handle_request(listener_name, req, sock, addr)
+            return super().handle_request(listener_name, req, sock, addr)
         finally:
             self._serving.pop(sock, None)
+            if getattr(req.body, "failed", False):
+                _linger(sock)
 
     def handle_exit(self, sig, frame):
         winding_down = not self.alive
@@ -126,6 +128,27 @@ def http_problem(exc):
     return 500, "INTERNAL", "Internal error encountered."
 
 
+LINGER_BYTES = 64 * 1024
+LINGER_SECONDS = 2.0
+
+
+def _linger(sock):
+    """After an early answer (a 413, a framing 400) to a caller still sending its body: stop writing, read and
+    drop what is in flight for a moment, then close.  Closing at once would reset the connection, and a reset
+    can destroy the answer before the caller has read it."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+        with gevent.Timeout(LINGER_SECONDS, False):
+            drained = 0
+            while drained < LINGER_BYTES:
+                data = sock.recv(8192)
+                if not data:
+                    break
+                drained += len(data)
+    except OSError:
+        pass
+
+
 class OneWriteResponse(wsgi.Response):
     """gunicorn's response, with the header block sent in the same write as the first piece of the body.
 
@@ -141,6 +164,8 @@ class OneWriteResponse(wsgi.Response):
     _hold = True
 
     def send_headers(self):
+        if getattr(self.req.body, "failed", False):
+            self.force_close()  # relay answered before reading the whole body: say the connection ends
         if self.headers_sent or not self._hold:
             return super().send_headers()
         real, self.sock = self.sock, _Gather()

@@ -281,6 +281,7 @@ def test_the_unread_rest_of_an_over_limit_body_is_never_read_as_a_request(small_
         head_bytes, body, closed = read_response(sock)
     google_error(head_bytes, body, 413)
     assert closed
+    assert re.search(rb"(?im)^connection: close\r?$", head_bytes), head_bytes  # says so, not keep-alive
     assert fake_upstream.requests() == []
 
 

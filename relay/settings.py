@@ -16,7 +16,7 @@ GOOGLE_URL = "https://generativelanguage.googleapis.com"
 UPSTREAM_KINDS = ("gemini",)  # "openai" will join when relay learns to translate
 URL_PATTERN = re.compile(r"^https?://[^/\s?#]+(/[^\s?#]*)?$")
 # A model id as Google spells it, without the "models/" prefix: what aliases may name and routes accept.
-MODEL_ID = re.compile(r"^[A-Za-z0-9._-]{1,256}$")
+MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")  # use with fullmatch
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -233,7 +233,7 @@ class Aliases(Kind):
             raise Invalid("aliases must be a table: [aliases] then lines like fast = \"gemini-2.5-flash\"")
         resolved = {}
         for public_name, upstream_model in value.items():
-            if not isinstance(upstream_model, str) or not MODEL_ID.match(upstream_model.removeprefix("models/")):
+            if not isinstance(upstream_model, str) or not MODEL_ID.fullmatch(upstream_model.removeprefix("models/")):
                 raise Invalid(f"alias {public_name!r} = {upstream_model!r} must name one upstream model, "
                               "e.g. fast = \"gemini-2.5-flash\"", entry=public_name)
             resolved[public_name] = upstream_model.removeprefix("models/")

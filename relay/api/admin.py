@@ -13,12 +13,11 @@ from relay.clients.auth import presented_key, presents_admin_token, require_admi
 from relay.errors import InvalidArgument, PermissionDenied, Unauthenticated, Unavailable
 from relay.services import current
 from relay.store import StoreError
-from relay.store.base import USAGE_GROUPS, usage_window_start
+from relay.store.base import MAX_USAGE_DAYS, USAGE_GROUPS, usage_window_start
 
 bp = Blueprint("admin", __name__, url_prefix="/relay")
 
 GROUPS = USAGE_GROUPS
-MAX_DAYS = 366
 # The page loads nothing from elsewhere and talks only to this relay; its one script is inline.
 PAGE_HEADERS = {
     "Content-Security-Policy": (
@@ -79,8 +78,8 @@ def usage_query():
     except ValueError:
         raise InvalidArgument("days must be a whole number of days.") from None
     group = request.args.get("group", "model")
-    if group not in GROUPS or not 1 <= days <= MAX_DAYS:
-        raise InvalidArgument(f"group must be one of {', '.join(GROUPS)} and days between 1 and {MAX_DAYS}.")
+    if group not in GROUPS or not 1 <= days <= MAX_USAGE_DAYS:
+        raise InvalidArgument(f"group must be one of {', '.join(GROUPS)} and days between 1 and {MAX_USAGE_DAYS}.")
     return days, group
 
 

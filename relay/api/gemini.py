@@ -18,13 +18,13 @@ from relay.api.lifecycle import respond
 from relay.pipeline.body import parse_json, pause_for_others, read_body
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin, checked_id
+from relay.settings import MODEL_ID
 from relay.schemas import validate_body
 
 bp = Blueprint("gemini", __name__)
 
 VERSION = "<any(v1beta, v1, v1alpha):version>"
 COLLECTION = "<any(models, tunedModels):collection>"
-MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 

@@ -16,7 +16,7 @@ from flask.cli import AppGroup
 
 from relay.clients.auth import expired, hash_key
 from relay.store import KeyExists, StoreError
-from relay.store.base import TOKEN_FIELDS, usage_window_start
+from relay.store.base import MAX_USAGE_DAYS, TOKEN_FIELDS, usage_window_start
 
 keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the shared store).")
 
@@ -24,7 +24,6 @@ keys = AppGroup("keys", help="Manage relay client keys (stored hashed in the sha
 # "static:…" / "passthrough:…" names relay gives other callers.
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MODEL_PATTERN = re.compile(r"^[A-Za-z0-9.*?_\[\]!-]{1,256}$")
-MAX_USAGE_DAYS = 366
 
 
 def init_app(app):

@@ -9,16 +9,15 @@ import logging
 import threading
 from collections import deque
 
+from relay.store.base import TOKEN_FIELDS as STORED_TOKEN_FIELDS
+
 log = logging.getLogger("relay.usage")
 
-TOKEN_FIELDS = {
-    "prompt_tokens": "promptTokenCount",
-    "candidates_tokens": "candidatesTokenCount",
-    "thoughts_tokens": "thoughtsTokenCount",
-    "cached_tokens": "cachedContentTokenCount",
-    "tool_use_tokens": "toolUsePromptTokenCount",
-    "total_tokens": "totalTokenCount",
-}
+# Each usage-row count (store.base.TOKEN_FIELDS, in order) and the usageMetadata field Google reports it in.
+TOKEN_FIELDS = dict(zip(STORED_TOKEN_FIELDS, (
+    "promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "cachedContentTokenCount",
+    "toolUsePromptTokenCount", "totalTokenCount",
+), strict=True))
 DETAIL_FIELDS = {
     "prompt": ("promptTokensDetails", "promptTokenDetails"),  # embeddings spell it in the singular
     "candidates": ("candidatesTokensDetails",),

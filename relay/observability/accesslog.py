@@ -10,6 +10,7 @@ import time
 
 import orjson
 
+from relay.clients.usage import TOKEN_FIELDS
 from relay.observability import logs
 
 log = logging.getLogger("relay.access")
@@ -57,9 +58,7 @@ def access_line(request_id, http_method, route, status, started, call=None):
 def usage_summary(usage):
     if not usage:
         return None
-    keys = ("promptTokenCount", "candidatesTokenCount", "thoughtsTokenCount", "cachedContentTokenCount",
-            "toolUsePromptTokenCount", "totalTokenCount")
-    return {key: usage[key] for key in keys if key in usage}
+    return {key: usage[key] for key in TOKEN_FIELDS.values() if key in usage}
 
 
 def write(line):

@@ -10,11 +10,13 @@ caller cannot grow the series — and the multiprocess files — without bound).
 """
 
 import os
-import re
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
+
+from relay.settings import MODEL_ID
+from relay.store.base import TOKEN_FIELDS
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -31,10 +33,10 @@ TOKENS = Counter("relay_tokens_total", "Tokens Google reported, by requested mod
                  ["model", "upstream_model", "kind"])
 OPEN_STREAMS = Gauge("relay_open_streams", "Streams being relayed right now.", multiprocess_mode="livesum")
 
-TOKEN_KINDS = ("prompt_tokens", "candidates_tokens", "thoughts_tokens", "cached_tokens", "tool_use_tokens")
+TOKEN_KINDS = tuple(field for field in TOKEN_FIELDS if field != "total_tokens")  # a total would count twice
 
 MAX_MODEL_LABELS = 200
-MODEL_LABEL = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+MAX_MODEL_LABEL = 128
 _seen_models = set()
 _seen_lock = threading.Lock()
 
@@ -43,7 +45,7 @@ def model_label(model):
     """A bounded label value for a model name: the name itself, ``""``, ``invalid`` or ``other``."""
     if not model:
         return ""
-    if not isinstance(model, str) or not MODEL_LABEL.match(model):
+    if not isinstance(model, str) or (len(model) > MAX_MODEL_LABEL or not MODEL_ID.fullmatch(model)):
         return "invalid"
     if model in _seen_models:
         return model

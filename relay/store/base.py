@@ -21,6 +21,8 @@ USAGE_DEFAULTS = {
     "upstream_status": None, **{field: 0 for field in TOKEN_FIELDS},
     "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None,
 }
+# The longest usage window relay answers for (the admin view and `keys usage --days`).
+MAX_USAGE_DAYS = 366
 # Usage windows start on a whole UTC hour: the finest granule of the Redis store's totals.
 USAGE_WINDOW_ALIGN_S = 3600
 # A debited bucket may owe at most this many times its capacity.

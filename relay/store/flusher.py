@@ -9,6 +9,8 @@ import logging
 import os
 import threading
 
+from relay.store.base import StoreError
+
 log = logging.getLogger("relay.background")
 
 
@@ -20,6 +22,7 @@ class Flusher:
         self._wake = threading.Event()
         self._stopped = False
         self._lock = threading.Lock()
+        self._store_down = False
 
     def add(self, task):
         """Register a callable that writes whatever has been gathered; it must be cheap when idle."""
@@ -35,19 +38,31 @@ class Flusher:
             self._wake = threading.Event()
             threading.Thread(target=self._run, name="relay-flusher", daemon=True).start()
 
-    def flush(self):
-        """Run every task now; a failing task is logged and retried on the next round."""
+    def flush(self, final=False):
+        """Run every task now; a failing task keeps its data and is retried on the next round.
+
+        A store that is down fails every task at once: that is one line when it first happens (and once at
+        the final flush), not a traceback per task per second.  Anything else is a bug and gets its traceback.
+        """
+        down = []
         for task in self.tasks:
             try:
                 task()
+            except StoreError:
+                down.append(getattr(task, "__qualname__", str(task)))
             except Exception:  # noqa: BLE001 - a flush must never kill the flusher; the task keeps its data
                 log.exception("background flush failed: %s", getattr(task, "__qualname__", task))
+        if down and (final or not self._store_down):
+            log.error("the shared store is unreachable: %s%s", ", ".join(down),
+                      "; their data is lost with this worker" if final else "; retrying every round",
+                      extra={"tasks": down, "final": final})
+        self._store_down = bool(down)
 
     def stop(self):
         """Final flush (idempotent): called from gunicorn's worker_exit hook and atexit."""
         self._stopped = True
         self._wake.set()
-        self.flush()
+        self.flush(final=True)
 
     def _run(self):
         while not self._stopped:

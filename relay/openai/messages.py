@@ -47,7 +47,7 @@ def message_problems(message):
     if not isinstance(message, dict):
         return {"_schema": ["Must be an object with a role."]}
     role = message.get("role")
-    if role not in ROLE_PARTS:
+    if not isinstance(role, str) or role not in ROLE_PARTS:
         hint = " (function messages are deprecated: send tool messages)" if role == "function" else ""
         return {"role": [f"Must be one of system, developer, user, assistant or tool{hint}."]}
     problems = {}

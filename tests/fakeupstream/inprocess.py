@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
-from . import fixtures, plans
+from . import fixtures, plans, thought_signatures
 from .server import State
 from .wire import Request
 
@@ -24,8 +24,11 @@ def answer(state: State, prepared) -> tuple[int, dict, bytes]:
     request = Request(prepared.method, target, "HTTP/1.1", list(prepared.headers.items()), body)
     entry = state.record(request)
     upstream_key = request.header("x-goog-api-key")
+    rejected = thought_signatures.rejection(request) if upstream_key else None
     if not upstream_key:
         plan = plans.error_plan(request, 400, fixtures.api_key_invalid())
+    elif rejected is not None:
+        plan = rejected
     else:
         plan = plans.default_plan(request, state.caches)
         found = state.take_rule(request, upstream_key)

@@ -30,7 +30,8 @@ Control API (JSON; these requests are not logged):
   client disconnected before the fake finished.
 * ``GET /_fake/health``.
 
-Without x-goog-api-key every API route answers Google's 400 API_KEY_INVALID.
+Without x-goog-api-key every API route answers Google's 400 API_KEY_INVALID.  A Gemini 3 generate call whose
+current turn lacks a thought signature gets Google's 400 before any rule is looked at (thought_signatures.py).
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ import os
 import time
 from urllib.parse import parse_qsl
 
-from . import fixtures, plans
+from . import fixtures, plans, thought_signatures
 from .wire import BadRequest, ClientGone, Request, ResponseWriter, http_date, read_request
 
 
@@ -126,8 +127,11 @@ class FakeUpstream:
     async def answer(self, request: Request, reader, writer) -> bool:
         entry = self.state.record(request)
         upstream_key = request.header("x-goog-api-key")
+        rejected = thought_signatures.rejection(request) if upstream_key else None
         if not upstream_key:
             plan = plans.error_plan(request, 400, fixtures.api_key_invalid())
+        elif rejected is not None:
+            plan = rejected
         else:
             plan = plans.default_plan(request, self.state.caches)
             found = self.state.take_rule(request, upstream_key)

@@ -42,6 +42,9 @@ SMOKE = {"rounds": 1, "unary_seconds": 1, "concurrency": (1, 8), "sse_events": 5
 class Target:
     """One way to reach the fake upstream: directly, or through a proxy."""
 
+    scenarios = SCENARIOS
+    extra_events = 0  # events a stream has beyond the upstream's
+
     def __init__(self, name, service, prefix="", headers=None):
         self.name, self.service, self.prefix = name, service, prefix
         self.headers = {"Content-Type": "application/json", **(headers or {})}
@@ -50,9 +53,30 @@ class Target:
         query = "?alt=sse" if method == "streamGenerateContent" else ""
         return f"{self.prefix}/v1beta/models/{model}:{method}{query}"
 
+    def body(self, model, method):
+        return UNARY_REQUEST
+
     @property
     def port(self):
         return self.service.port
+
+
+class OpenAITarget(Target):
+    """relay's OpenAI door: the same prompt as a chat completion; a stream ends with a closing chunk and [DONE]."""
+
+    scenarios = ("unary", "sse")
+    extra_events = 2
+
+    def __init__(self, name, service):
+        super().__init__(name, service, headers={"Authorization": f"Bearer {peers.CLIENT_KEY}"})
+
+    def path(self, model, method):
+        return "/v1/chat/completions"
+
+    def body(self, model, method):
+        return json.dumps({"model": model, "stream": method == "streamGenerateContent", "temperature": 0.2,
+                           "max_completion_tokens": 256,
+                           "messages": [{"role": "user", "content": "Tell me about lighthouses. " * 34}]}).encode()
 
 
 class RssSampler:
@@ -171,14 +195,16 @@ async def scenario_unary(targets, plan, options, results):
                 if use_wrk:
                     try:
                         result = await asyncio.to_thread(driver.wrk_load, "127.0.0.1", target.port, path,
-                                                         target.headers, UNARY_REQUEST, concurrency,
+                                                         target.headers, target.body(MODEL, "generateContent"),
+                                                         concurrency,
                                                          plan["unary_seconds"])
                     except RuntimeError as error:
                         result = {"tool": "wrk", "requests": 0, "rps": None, "p50_ms": None, "p99_ms": None,
                                   "errors": 1, "error_kinds": {str(error)[:120]: 1}}
                 else:
                     result = await driver.unary_load("127.0.0.1", target.port, path, target.headers,
-                                                     UNARY_REQUEST, concurrency, plan["unary_seconds"])
+                                                     target.body(MODEL, "generateContent"), concurrency,
+                                                     plan["unary_seconds"])
                 if profiler:
                     results.setdefault("profiles", {})["unary"] = report.summarize_profiles(profiler.wait())
                 per_target[target.name].append(result)
@@ -199,8 +225,9 @@ async def scenario_sse(targets, plan, options, results):
             # The connections start one event gap apart, spread over it: simultaneous starts would time
             # how stream set-ups queue behind each other on 2 workers, not what a stream's first event waits.
             result = await driver.sse_load("127.0.0.1", target.port, target.path(model, "streamGenerateContent"),
-                                           target.headers, UNARY_REQUEST, plan["sse_connections"],
-                                           plan["sse_streams_each"], events,
+                                           target.headers, target.body(model, "streamGenerateContent"),
+                                           plan["sse_connections"], plan["sse_streams_each"],
+                                           events + target.extra_events,
                                            stagger_s=gap / 1000 / plan["sse_connections"])
             samples = result.pop("samples")
             pooled[target.name]["ttfe"] += samples["ttfe_ns"]
@@ -302,7 +329,7 @@ def start_targets(plan, options, workdir, results):
     targets = [Target("floor", upstream)]
     models = [MODEL, IMAGE_MODEL, f"{MODEL}-e{plan['sse_events']}-g{plan['sse_gap_ms']}",
               f"{MODEL}-e{plan['hold_events']}-g{plan['hold_gap_ms']}"]
-    wanted = ["relay"] if options.smoke else ["nginx", "stack", "relay", "litellm"]
+    wanted = ["relay"] if options.smoke else options.targets
     for name in wanted:
         try:
             if name == "nginx":
@@ -314,6 +341,7 @@ def start_targets(plan, options, workdir, results):
             elif name == "relay":
                 service = peers.start_relay(workdir, upstream.port)
                 targets.append(Target("relay", service, headers={"x-goog-api-key": peers.CLIENT_KEY}))
+                targets.append(OpenAITarget("relay-openai", service))
             else:
                 log("starting LiteLLM (about 30 s with 2 workers)")
                 service = peers.start_litellm(workdir, upstream.port, models)
@@ -331,7 +359,7 @@ def start_targets(plan, options, workdir, results):
 async def warm_up(targets):
     for target in targets:
         await driver.unary_load("127.0.0.1", target.port, target.path(MODEL, "generateContent"),
-                                target.headers, UNARY_REQUEST, 4, 0.5)
+                                target.headers, target.body(MODEL, "generateContent"), 4, 0.5)
 
 
 async def run_scenarios(targets, plan, options, results):
@@ -339,7 +367,7 @@ async def run_scenarios(targets, plan, options, results):
     steps = {"unary": scenario_unary, "sse": scenario_sse, "hold": scenario_hold, "transfer": scenario_transfer}
     for name in sorted(options.scenarios, key=SCENARIOS.index):
         log(f"scenario {name}")
-        await steps[name](targets, plan, options, results)
+        await steps[name]([target for target in targets if name in target.scenarios], plan, options, results)
 
 
 def parse_args(argv):
@@ -351,9 +379,12 @@ def parse_args(argv):
     parser.add_argument("--rounds", type=int, default=None, help="override the number of rounds")
     parser.add_argument("--profile", action="store_true", help="py-spy record relay's workers during unary c=64 "
                                                                "and the transfers")
+    parser.add_argument("--targets", default="nginx,stack,relay,litellm",
+                        help="comma-separated peers besides the floor (relay includes its OpenAI door, relay-openai)")
     parser.add_argument("--no-wrk", action="store_true", help="use the asyncio driver even when wrk is installed")
     options = parser.parse_args(argv)
     options.scenarios = [name.strip() for name in options.scenarios.split(",") if name.strip()]
+    options.targets = [name.strip() for name in options.targets.split(",") if name.strip()]
     unknown = set(options.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {', '.join(SCENARIOS)}")

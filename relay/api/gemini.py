@@ -11,12 +11,14 @@ import orjson
 from flask import Blueprint, request
 
 from relay import ownership
+from relay.api import openai
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.api.lifecycle import respond
 from relay.pipeline.body import parse_json, pause_for_others, read_body
 from relay.pipeline.forward import forward
+from relay.pipeline import steps
 from relay.pipeline.request import begin, checked_id
 from relay.settings import MODEL_ID
 from relay.schemas import validate_body
@@ -43,13 +45,10 @@ def model_action(version, collection, target):
     validate_body(method, body, extra_violations=body_model_violations(body, collection, model, method),
                   memory=services.validated, pause=pause_for_others)
     changed = drop_body_model(body, method)
-    ctx = PluginContext(method=method, requested_model=model)
-    call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
-    services.limits.admit(call)
+    ctx = steps.resolve(services, call, method, model)
+    steps.admit(services, call)
     changed = retarget_body_models(body, collection, model, call.upstream_model, method) or changed
-    changed = services.plugins.rewrite_request(ctx, body) or changed
-    ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))
-    call.read_timeout = services.plugins.read_timeout(ctx)
+    changed = steps.prepare(services, call, ctx, body) or changed
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
     return respond(forward(call, services))
@@ -57,6 +56,8 @@ def model_action(version, collection, target):
 
 @bp.get(f"/{VERSION}/{COLLECTION}")
 def list_models(version, collection):
+    if openai.models_door() == "openai":
+        return openai.list_models()
     services, call = begin(version, f"{collection}.list", resource=collection)
     if services.plugins.wants("list_models"):
         ctx = PluginContext(method=call.method)
@@ -66,6 +67,8 @@ def list_models(version, collection):
 
 @bp.get(f"/{VERSION}/{COLLECTION}/<model>")
 def get_model(version, collection, model):
+    if openai.models_door() == "openai":
+        return openai.retrieve_model(model)
     method = model.rpartition(":")[2]
     if method in MODEL_METHODS:
         raise MethodNotAllowed(f"Method GET is not allowed for {method}; it takes POST.", headers={"Allow": "POST"})

@@ -46,9 +46,10 @@ def _start():
 
 def render_error(error):
     """A RelayError in the shape of the front door the call came through (Google's, stream-shaped variants
-    included, unless the call's encoder says otherwise)."""
+    included, unless the call's encoder says otherwise).  A front door that must answer in its own shape
+    before a call exists (a bad key, an unmatched path) sets ``g.encoder``, which then wins."""
     call = g.get("call")
-    encoder = call.encoder if call is not None else GEMINI
+    encoder = g.get("encoder") or (call.encoder if call is not None else GEMINI)
     status, content_type, body = encoder.render_error(call, error)
     if call is not None:
         call.status = status
@@ -102,6 +103,10 @@ def _finish(response):
     started = g.get("started") or time.perf_counter()
     status = response.status_code
     services = current()
+    door_encoder = g.get("encoder")
+    if call is not None and door_encoder is not None and call.encoder is GEMINI:
+        call.encoder = door_encoder  # the call failed (e.g. a bad key) before its view set its door's encoder
+    door = call.door if call is not None else (door_encoder or GEMINI).door
 
     def done():
         if call is not None:
@@ -109,8 +114,9 @@ def _finish(response):
             call.status = call.status or status
             services.finished(call)
         final_status = call.status if call else status
-        accesslog.write(accesslog.access_line(request_id, http_method, route, final_status, started, call))
-        metrics.request_done(route, call.requested_model if call else None, final_status, time.perf_counter() - started)
+        accesslog.write(accesslog.access_line(request_id, http_method, route, final_status, started, call, door))
+        metrics.request_done(route, call.requested_model if call else None, final_status, time.perf_counter() - started,
+                             door)
 
     # Relayed streams bypass werkzeug's closing wrapper (see streams.StreamBody) and run it themselves.
     body = response.response if response.direct_passthrough else None

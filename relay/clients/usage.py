@@ -71,6 +71,7 @@ def usage_row(call):
         "streamed": bool(call.stream),
         "aborted": bool(call.aborted),
         "route": call.method,
+        "door": call.door,
     }
     row.update(token_counts(call.usage))
     return row

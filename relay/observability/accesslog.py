@@ -27,8 +27,9 @@ def init_logging(level="info"):
     logs.install(level)
 
 
-def access_line(request_id, http_method, route, status, started, call=None):
-    """The access-log record for one finished request (``call`` is the relayed call, if there was one)."""
+def access_line(request_id, http_method, route, status, started, call=None, door="gemini"):
+    """The access-log record for one finished request (``call`` is the relayed call, if there was one;
+    ``door`` the front door, "gemini" or "openai")."""
     line = {
         "ts": round(time.time(), 3),
         "request_id": request_id,
@@ -36,6 +37,7 @@ def access_line(request_id, http_method, route, status, started, call=None):
         "route": route,
         "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+        "door": door,
     }
     if call is not None:
         target = call.target

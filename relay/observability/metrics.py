@@ -31,6 +31,8 @@ TTFB = Histogram("relay_time_to_first_byte_seconds", "Time to the first streamed
                  buckets=LATENCY_BUCKETS)
 TOKENS = Counter("relay_tokens_total", "Tokens Google reported, by requested model, upstream model and kind.",
                  ["model", "upstream_model", "kind"])
+DOOR_REQUESTS = Counter("relay_door_requests_total", "Requests answered, by front door (gemini, openai) and status.",
+                        ["door", "status"])
 OPEN_STREAMS = Gauge("relay_open_streams", "Streams being relayed right now.", multiprocess_mode="livesum")
 
 TOKEN_KINDS = tuple(field for field in TOKEN_FIELDS if field != "total_tokens")  # a total would count twice
@@ -72,11 +74,12 @@ def child(metric, *values):
     return found
 
 
-def request_done(route, model, status, seconds):
+def request_done(route, model, status, seconds, door="gemini"):
     # An unauthenticated caller must not be able to mint label values (or see its key echoed as one).
     model = "" if status == 401 else model_label(model)
     child(REQUESTS, route, model, str(status)).inc()
     child(LATENCY, route).observe(seconds)
+    child(DOOR_REQUESTS, door, str(status)).inc()  # door is one of two fixed names, never the caller's
 
 
 def attempt(upstream, outcome, retry_reason=None):

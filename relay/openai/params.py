@@ -66,3 +66,16 @@ EMBEDDINGS_REJECTED_PARAMS = {
     "input (token arrays)": "Gemini embeds text only: send strings.",
     "input (more than 2,048 entries)": "OpenAI's own limit.",
 }
+
+
+def readme_tables():
+    """The README's parameter tables, rendered from the tables above (a test keeps the README in step)."""
+    lines = ["| chat parameter | what relay does |", "|---|---|"]
+    lines += [f"| `{name}` | mapped: {target} |" for name, target in CHAT_MAPPED_PARAMS.items()]
+    lines += [f"| `{name}` | accepted and ignored |" for name in CHAT_IGNORED_PARAMS]
+    lines += [f"| `{name}` | rejected (400 naming it): {reason} |" for name, reason in CHAT_REJECTED_PARAMS.items()]
+    lines += ["", "| embeddings parameter | what relay does |", "|---|---|"]
+    lines += [f"| `{name}` | mapped: {target} |" for name, target in EMBEDDINGS_MAPPED_PARAMS.items()]
+    lines += [f"| `{name}` | accepted and ignored |" for name in EMBEDDINGS_IGNORED_PARAMS]
+    lines += [f"| `{name}` | rejected (400 naming it): {reason} |" for name, reason in EMBEDDINGS_REJECTED_PARAMS.items()]
+    return "\n".join(lines) + "\n"

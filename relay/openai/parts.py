@@ -52,7 +52,7 @@ def _part_problem(part, allowed):
     if kind == "input_audio":
         if not isinstance(value, dict) or not isinstance(value.get("data"), str):
             return {"input_audio": {"data": ["Must be a base64 string."]}}
-        if value.get("format") not in AUDIO_FORMATS:
+        if not isinstance(value.get("format"), str) or value["format"] not in AUDIO_FORMATS:
             return {"input_audio": {"format": [f"Must be one of {', '.join(AUDIO_FORMATS)}."]}}
         return None
     if not isinstance(value, dict):

@@ -30,8 +30,9 @@ DONE = b"data: [DONE]\n\n"
 class ChatStream:
     """The translation state of one stream.  ``translate`` per event, then ``finish`` (or ``error``).
 
-    After each ``translate`` the pipeline calls :meth:`pop_signatures` and stores the pairs (with a TTL)
-    before writing the bytes, so a client that answers the tool call at once finds them remembered.
+    The pipeline calls :meth:`pop_signatures` when the answer is complete — at the event that carries the
+    finish reason, before its bytes are written, and at the stream's end — and stores the pairs (with a
+    TTL) in one write, so a client that answers the tool call at once finds them remembered.
     """
 
     __slots__ = ("_calls", "_failed", "_finished", "_images", "_signatures", "_signed", "_started", "_usage",

@@ -105,6 +105,11 @@ class Call:
     latency_ms: float = 0.0
     encoder: object = GEMINI  # how the answer is written to the caller (pipeline.encoders)
 
+    @property
+    def door(self):
+        """The front door the call came through, "gemini" or "openai": its encoder's."""
+        return self.encoder.door
+
 
 @dataclass
 class Reply:

@@ -9,7 +9,7 @@ BLOCKED_STATES = ("cooling", "disabled")
 # collection names, except "uploads": relay's own ids for resumable upload sessions.
 CACHES = "cachedContents"
 RESOURCE_KINDS = (CACHES, "files", "uploads", "batches", "operations")
-USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream")
+USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream", "door")
 TOKEN_FIELDS = (
     "prompt_tokens", "candidates_tokens", "thoughts_tokens",
     "cached_tokens", "tool_use_tokens", "total_tokens",
@@ -20,6 +20,8 @@ USAGE_DEFAULTS = {
     "upstream_model": None, "upstream": None, "key_id": None, "status": 0,
     "upstream_status": None, **{field: 0 for field in TOKEN_FIELDS},
     "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None,
+    # The front door ("gemini" or "openai"); None on rows written before relay recorded it.
+    "door": None,
 }
 # The longest usage window relay answers for (the admin view and `keys usage --days`).
 MAX_USAGE_DAYS = 366
@@ -198,6 +200,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def usage_rows(self, since: float, client: str | None = None, limit: int = 1000) -> list[dict]:
         """Return raw rows with ts >= since, newest first, at most `limit`."""
+
+    # Short-lived values: a TTL key-value map (e.g. the OpenAI door's thought signatures)
+
+    @abc.abstractmethod
+    def put_values(self, values: dict[str, str], expire_at: float) -> None:
+        """Store every name -> value (strings) until expire_at, replacing what a name held (one round trip).
+
+        Redis also drops the values at expire_at by the wall clock; SQLite drops expired ones as it writes.
+        """
+
+    @abc.abstractmethod
+    def get_values(self, names: list[str], now: float) -> dict[str, str]:
+        """Return name -> value for the names stored and unexpired (expire_at > now), in one round trip."""
 
     # Misc
 

@@ -327,6 +327,28 @@ class RedisStore(Store):
     def usage_rows(self, since, client=None, limit=1000):
         return self._usage.rows(self._redis(), since, client, limit)
 
+    # Short-lived values
+
+    def put_values(self, values, expire_at):
+        if not values:
+            return
+        pipe = self._redis().pipeline(transaction=False)
+        # The wall-clock expiry only reclaims memory; get_values judges expiry by the caller's `now`.
+        for name, value in values.items():
+            pipe.set(self._key("value", name), orjson.dumps([expire_at, value]), pxat=max(1, int(expire_at * 1000)))
+        pipe.execute()
+
+    def get_values(self, names, now):
+        if not names:
+            return {}
+        found = {}
+        for name, stored in zip(names, self._redis().mget([self._key("value", name) for name in names])):
+            if stored is not None:
+                expire_at, value = orjson.loads(stored)
+                if expire_at > now:
+                    found[name] = value
+        return found
+
     # Misc
 
     def ping(self):

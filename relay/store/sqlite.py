@@ -45,7 +45,7 @@ INSERT_USAGE = f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.jo
 SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
 GROUP_EXPRESSIONS = {
     "model": "requested_model", "upstream_model": "upstream_model", "key": "client", "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
-    "status": "status", "upstream": "upstream",
+    "status": "status", "upstream": "upstream", "door": "door",
 }
 
 COOL_DOWN = """
@@ -112,8 +112,9 @@ class SqliteStore(Store):
         connection.executescript(SCHEMA)
         try:
             _migrate_caches(connection)
+            _migrate_doors_and_values(connection)
         except BaseException:
-            connection.close()  # the next call opens again and retries the migration
+            connection.close()  # the next call opens again and retries the migrations
             raise
         self._connection, self._connection_pid = connection, os.getpid()
         return connection
@@ -329,6 +330,23 @@ class SqliteStore(Store):
         rows = self._read(f"{SELECT_USAGE} WHERE {where} ORDER BY ts DESC, id DESC LIMIT ?", (*parameters, limit))
         return [_usage_row(row) for row in rows]
 
+    # Short-lived values
+
+    def put_values(self, values, expire_at):
+        with self._write() as connection:
+            connection.executemany("INSERT OR REPLACE INTO ttl_values (name, value, expire_at) VALUES (?, ?, ?)",
+                                   [(name, value, expire_at) for name, value in values.items()])
+            # Housekeeping rides on the write, through the expire_at index: only expired rows are visited.
+            connection.execute("DELETE FROM ttl_values WHERE expire_at <= ?", (time.time(),))
+
+    def get_values(self, names, now):
+        found = {}
+        for start in range(0, len(names), VALUES_PER_QUERY):
+            batch = names[start:start + VALUES_PER_QUERY]
+            found.update(self._read(f"SELECT name, value FROM ttl_values WHERE expire_at > ? AND name IN"
+                                    f" ({', '.join('?' * len(batch))})", (now, *batch)))
+        return found
+
     # Misc
 
     def ping(self):
@@ -362,6 +380,33 @@ def _migrate_caches(connection):
                 [(CACHES, name, client, orjson.dumps(migrated_cache_owner(orjson.loads(owner))), expire_at)
                  for name, client, owner, expire_at in rows])
             connection.execute("DROP TABLE caches")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+# -- the OpenAI door's additions: the usage rows' door column and the short-lived values table ----------
+
+VALUES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ttl_values (name TEXT PRIMARY KEY, value TEXT NOT NULL, expire_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ttl_values_expire_at ON ttl_values (expire_at);
+"""
+# SQLite allows 32,766 parameters per statement; a lookup stays well below.
+VALUES_PER_QUERY = 500
+
+
+def _migrate_doors_and_values(connection):
+    """Add what a database made before the OpenAI door lacks: usage.door (NULL on old rows) and ttl_values.
+
+    Under BEGIN IMMEDIATE, so two workers opening one old file at once add the column once.
+    """
+    connection.executescript(VALUES_SCHEMA)
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(usage)")}
+        if "door" not in columns:
+            connection.execute("ALTER TABLE usage ADD COLUMN door TEXT")
     except BaseException:
         connection.execute("ROLLBACK")
         raise

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from urllib.parse import parse_qsl
 
-from . import batches, files, fixtures, operations, plans, references, uploads
+from . import batches, files, fixtures, operations, plans, references, thought_signatures, uploads
 from .resources import DEFAULT_SETTINGS, Resources
 
 streams_body = uploads.streams_body
@@ -42,6 +42,9 @@ def _decide(state, request, entry: dict) -> plans.Plan:
     keyless_chunk = uploads.UPLOAD_ROUTE.match(request.path) and "upload_id=" in request.query
     if not upstream_key and not keyless_chunk:
         return plans.error_plan(request, 400, fixtures.api_key_invalid())
+    rejected = thought_signatures.rejection(request)
+    if rejected is not None:
+        return rejected
     found = state.take_rule(request, upstream_key)
     if found:
         entry["rule"] = found[0]

@@ -35,6 +35,8 @@ Control API (JSON; these requests are not logged):
 Without x-goog-api-key every API route answers Google's 400 API_KEY_INVALID, except upload chunks (the
 upload id is their credential).  Files, uploads, Batch, Imagen/Veo and the ownership checks live in
 routes.py and the modules it names; streamed transfers in transfer.py.
+A Gemini 3 generate call whose current turn lacks a thought signature gets Google's 400 before any
+rule is looked at (thought_signatures.py, called from routes.py).
 """
 from __future__ import annotations
 

@@ -195,3 +195,14 @@ def test_any_json_translates_or_fails_with_a_validation_error(messages, extra):
         assert from_relay_error(error).param
     else:
         orjson.dumps(translated.body)
+
+
+@pytest.mark.parametrize("message, param", [
+    ({"role": {"x": 1}, "content": "hi"}, "messages[0].role"),
+    ({"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAAA", "format": ["wav"]}}]},
+     "messages[0].content[0].input_audio.format"),
+])
+def test_values_of_the_wrong_type_are_400_not_500(message, param):
+    with pytest.raises(InvalidArgument) as raised:
+        translate_request({"model": "gemini-2.5-flash", "messages": [message]})
+    assert raised.value.details[0]["fieldViolations"][0]["field"] == param

@@ -233,7 +233,7 @@ def test_usage_rows_are_complete_and_newest_first(store):
         "upstream_model": "gemini-2.5-flash", "upstream": "google", "key_id": "google:a1", "status": 429,
         "upstream_status": 429, "prompt_tokens": 10, "candidates_tokens": 5, "thoughts_tokens": 0,
         "cached_tokens": 0, "tool_use_tokens": 0, "total_tokens": 15, "modalities": {}, "latency_ms": 12.5,
-        "streamed": False, "aborted": False, "route": "generateContent",
+        "streamed": False, "aborted": False, "route": "generateContent", "door": None,
     }
     assert rows[1]["modalities"] == {"TEXT": 10} and rows[1]["streamed"] is True
     assert [row["ts"] for row in store.usage_rows(T + 1)] == [T + 2, T + 1]

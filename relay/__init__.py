@@ -19,7 +19,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
 
     from relay.observability import accesslog
     from relay.clients import cli
-    from relay.api import admin, gemini, lifecycle, ops
+    from relay.api import admin, gemini, lifecycle, live, ops
     from relay.services import Services
 
     settings = load_settings(environ, overrides)
@@ -36,6 +36,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     app.register_blueprint(admin.bp)
     app.register_blueprint(gemini.bp)
     app.register_blueprint(gemini.bp, url_prefix="/v1", name="gemini_v1_prefix")
+    live.init_app(app)
     lifecycle.init_app(app)
     cli.init_app(app)
     if check_open is None:

@@ -36,6 +36,8 @@ METHODS = {
         Method("batchEmbedContents", body_model="items"),
         Method("models.list", takes_body=False, on_model=False, body_model=None, accounts_usage=False),
         Method("models.get", takes_body=False, on_model=False, body_model=None, accounts_usage=False),
+        # The Live API's setup message: its generationConfig sits at the top, as in generateContent.
+        Method("bidiGenerateContent", on_model=False, body_model=None, generate_request_in=""),
     )
 }
 MODEL_METHODS = tuple(name for name, method in METHODS.items() if method.on_model)

@@ -1,0 +1,157 @@
+"""End-to-end tests of the Live API: the real google-genai SDK (``client.aio.live.connect``, over TLS) and raw
+WebSocket clients, through real gunicorn (gevent workers), to the fake Live upstream.
+
+One relay serves the module (2 workers, TLS from gunicorn's --certfile/--keyfile, three upstream keys, a
+static client key and two keys stored as the CLI stores them); the fake Live upstream is reset per test.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import ssl
+import time
+import warnings
+
+import pytest
+import websocket
+from google import genai
+from google.genai import errors, types
+
+from relay.clients.auth import hash_key
+from relay.store.sqlite import SqliteStore
+from tests.fakeupstream.live import AUDIO_REPLY
+
+from .harness import http, usage_rows, wait_until
+from .live_harness import FakeLiveUpstream, TlsRelayServer, make_certificate
+
+pytestmark = pytest.mark.timeout(240)
+
+UPSTREAM_KEYS = ("up-key-live-e2e-AAAA1111", "up-key-live-e2e-BBBB2222", "up-key-live-e2e-CCCC3333")
+STATIC_KEY = "client-key-live-static-Zz91"
+ALICE_KEY = "sk-relay-alice-live-e2e-Qm3x"  # capped: 2 Live sessions, gemini-live-* only
+BOB_KEY = "sk-relay-bob-live-e2e-Rt5y"  # no caps
+ADMIN_TOKEN = "admin-token-live-e2e-Kp07"
+MODEL = "gemini-live-2.5-flash-preview"
+LIVE_PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.{rpc}"
+TEXT_CONFIG = {"response_modalities": ["TEXT"]}
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    return make_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def fake_live(tmp_path_factory):
+    fake = FakeLiveUpstream(tmp_path_factory.mktemp("fake-live")).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory, fake_live, certificate):
+    workdir = tmp_path_factory.mktemp("relay-live")
+    db_path = workdir / "relay.db"
+    store = SqliteStore(str(db_path))
+    for name, key, extra in (("alice", ALICE_KEY, {"live_sessions": 2, "models": ["gemini-live-*"]}),
+                             ("bob", BOB_KEY, {})):
+        store.add_client_key({"name": name, "key_hash": hash_key(key), "created": time.time(), "revoked": False,
+                              **extra})
+    store.close()
+    env = {"RELAY_UPSTREAM_KEYS": ",".join(UPSTREAM_KEYS), "RELAY_API_KEYS": STATIC_KEY, "RELAY_DB": str(db_path),
+           "RELAY_ADMIN_TOKEN": ADMIN_TOKEN, "RELAY_COOLDOWN_SECONDS": "1"}
+    server = TlsRelayServer(workdir, fake_live.url, *certificate, env=env, workers=2).start()
+    server.db_path = db_path
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def trust_relay(monkeypatch, certificate, fake_live):
+    """The SDK reads SSL_CERT_FILE when a client is built; every test starts with an empty fake."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    fake_live.reset()
+    warnings.filterwarnings("ignore", category=errors.ExperimentalWarning)
+
+
+def sdk(relay, key, api_version=None, base_url=None):
+    options = types.HttpOptions(base_url=base_url or relay.url, api_version=api_version, timeout=30_000)
+    return genai.Client(api_key=key, http_options=options)
+
+
+async def text_turn(session, text):
+    """Send one user turn and collect the answer: (text, the usageMetadata of the turn)."""
+    await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text=text)]),
+                                      turn_complete=True)
+    answer, usage = [], None
+    async for message in session.receive():
+        if message.server_content and message.server_content.model_turn:
+            answer.extend(part.text or "" for part in message.server_content.model_turn.parts)
+        usage = message.usage_metadata or usage
+    return "".join(answer), usage
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 60))
+
+
+def raw_socket(relay, certificate, path=None, headers=(), query=""):
+    """A websocket-client connection to relay (frame types visible, nothing added by an SDK)."""
+    path = path or LIVE_PATH.format(version="v1beta", rpc="BidiGenerateContent")
+    return websocket.create_connection(f"wss://127.0.0.1:{relay.port}{path}{query}", header=list(headers), timeout=15,
+                                       sslopt={"ca_certs": str(certificate[0])}, http_no_proxy=["*"])
+
+
+def setup_message(model=MODEL):
+    return json.dumps({"setup": {"model": f"models/{model}", "generationConfig": {"responseModalities": ["TEXT"]}}})
+
+
+def close_of(ws):
+    """(code, reason) of the close the peer sent, reading until it comes."""
+    while True:
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
+
+
+def no_secret_leaks(relay, fake_sessions):
+    """No upstream key in relay's output or any upstream URL; no client key ever reaches the upstream."""
+    output = relay.output_text()
+    for key in UPSTREAM_KEYS:
+        assert key not in output
+    for session in fake_sessions:
+        assert session["key"] in UPSTREAM_KEYS
+        for secret in (*UPSTREAM_KEYS, STATIC_KEY, ALICE_KEY, BOB_KEY, "auth_tokens/"):
+            assert secret not in session["path"] + session["query"]
+        for name, value in session["headers"]:
+            for secret in (STATIC_KEY, ALICE_KEY, BOB_KEY, "auth_tokens/"):
+                assert secret not in value, name
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+def test_text_session_relays_turns_and_writes_one_usage_row(relay, fake_live):
+    async def converse():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            first = await text_turn(session, "hello there")
+            second = await text_turn(session, "and again please")
+            return first, second
+
+    (first_text, first_usage), (second_text, second_usage) = run(converse())
+    assert first_text == "echo: hello there" and second_text == "echo: and again please"
+    assert (first_usage.prompt_token_count, second_usage.prompt_token_count) == (2, 5)  # re-counted context
+    [upstream] = fake_live.wait_for_sessions(1, closed=True)
+    assert upstream["path"] == LIVE_PATH.format(version="v1", rpc="BidiGenerateContent")
+    assert upstream["setup"]["setup"]["model"] == f"models/{MODEL}"
+    assert [message["kind"] for message in upstream["messages"]] == ["text", "text", "text"]
+    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("live") and line["client"] == "bob"])
+    assert (line["status"], line["end"], line["established"], line["turns"]) == (200, "client", True, 2)
+    assert line["frames"] == {"to_upstream": 2, "to_client": 5}
+    row = usage_rows(relay.db_path, [line["request_id"]])[line["request_id"]]
+    assert (row["client"], row["requested_model"], row["route"]) == ("bob", MODEL, "bidiGenerateContent")
+    assert (row["prompt_tokens"], row["candidates_tokens"], row["total_tokens"]) == (7, 10, 17)
+    assert row["key_id"] and row["latency_ms"] > 0
+    no_secret_leaks(relay, [upstream])
+

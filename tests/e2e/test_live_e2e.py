@@ -155,3 +155,101 @@ def test_text_session_relays_turns_and_writes_one_usage_row(relay, fake_live):
     assert row["key_id"] and row["latency_ms"] > 0
     no_secret_leaks(relay, [upstream])
 
+
+
+def test_audio_session_streams_pcm_both_ways(relay, fake_live):
+    chunk = bytes(range(256)) * 12  # 3 KB of 16 kHz PCM per message, as a microphone would send it
+
+    async def converse():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config={"response_modalities": ["AUDIO"]}) as session:
+            for _ in range(5):
+                await session.send_realtime_input(audio=types.Blob(data=chunk, mime_type="audio/pcm;rate=16000"))
+            await session.send_realtime_input(audio_stream_end=True)
+            audio, usage = b"", None
+            async for message in session.receive():
+                audio += message.data or b""
+                usage = message.usage_metadata or usage
+            return audio, usage
+
+    audio, usage = run(converse())
+    assert audio == AUDIO_REPLY * 2
+    assert usage.prompt_tokens_details[0].modality == types.MediaModality.AUDIO
+    [upstream] = fake_live.wait_for_sessions(1, closed=True)
+    sent = [json.loads(message["text"]) for message in upstream["messages"][1:]]
+    assert [base64.urlsafe_b64decode(message["realtime_input"]["audio"]["data"]) for message in sent[:5]] == [chunk] * 5
+    assert sent[5] == {"realtime_input": {"audioStreamEnd": True}}  # passed on exactly as the SDK spelt it
+    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("live") and line["turns"] == 1
+                                 and line["usage"] and line["usage"]["candidatesTokenCount"] == 50])
+    assert line["frames"] == {"to_upstream": 6, "to_client": 4}
+
+
+def test_frames_keep_their_type_both_ways(relay, fake_live, certificate):
+    """Google's JSON comes in binary frames; a caller's binary frame stays binary; text stays text."""
+    ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {BOB_KEY}"])
+    ws.send(setup_message())
+    opcode, frame = ws.recv_data_frame()
+    assert (opcode, json.loads(frame.data)) == (websocket.ABNF.OPCODE_BINARY, {"setupComplete": {}})
+    blob = bytes(range(256)) * 40
+    ws.send_binary(blob)
+    assert ws.recv_data_frame()[0] == websocket.ABNF.OPCODE_BINARY
+    ws.close()
+    fake_live.script({"server_frames": "text", "times": 1})
+    ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {BOB_KEY}"])
+    ws.send(setup_message())
+    assert ws.recv_data_frame()[0] == websocket.ABNF.OPCODE_TEXT
+    ws.close()
+    sessions = fake_live.wait_for_sessions(2, closed=True)
+    assert [(message["kind"], message["size"]) for message in sessions[0]["messages"]][1:] == [("binary", len(blob))]
+
+
+def test_double_slash_path_v1_prefix_and_query_key(relay, fake_live, certificate):
+    """Both SDKs ask for //ws/... (a base URL ending in /); clients with a /v1 base too; the JS SDK sends ?key=."""
+    for base_url in (relay.url + "/", relay.url + "/v1/"):
+        async def converse():
+            async with sdk(relay, BOB_KEY, base_url=base_url).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+                return await text_turn(session, "slashes")
+        assert run(converse())[0] == "echo: slashes"
+    ws = raw_socket(relay, certificate, path="/" + LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContent"),
+                    query=f"?key={BOB_KEY}")
+    ws.send(setup_message())
+    assert json.loads(ws.recv()) == {"setupComplete": {}}
+    ws.close()
+    sessions = fake_live.wait_for_sessions(3, closed=True)
+    assert sessions[2]["path"].endswith("v1alpha.GenerativeService.BidiGenerateContent") and sessions[2]["query"] == ""
+    no_secret_leaks(relay, sessions)
+
+
+def test_go_away_and_upstream_close_reach_the_caller(relay, fake_live):
+    async def converse():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="goaway")]),
+                                              turn_complete=True)
+            messages = [message async for message in session.receive()]
+            assert messages[0].go_away.time_left == "5s"
+            await text_turn(session, "close:1011:Internal-error-occurred.")
+            [message async for message in session.receive()]  # the close, as the SDK reports it
+
+    with pytest.raises(errors.APIError) as raised:
+        run(converse())
+    assert (raised.value.code, raised.value.details) == (1011, "Internal-error-occurred.")
+    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("end") == "upstream"])
+    assert (line["close_code"], line["status"]) == (1011, 500)
+
+
+def test_client_disconnect_closes_the_upstream_within_a_second(relay, fake_live, certificate):
+    async def converse():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            await text_turn(session, "short")
+        return time.time()
+
+    left = run(converse())
+    [upstream] = fake_live.wait_for_sessions(1, closed=True)
+    assert upstream["closed_at"] - left < 1.0 and upstream["close_code"] == 1000
+    # Without a close frame: the caller's TCP connection just ends.
+    ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {BOB_KEY}"])
+    ws.send(setup_message())
+    ws.recv()
+    ws.sock.close()
+    left = time.time()
+    upstream = fake_live.wait_for_sessions(2, closed=True)[1]
+    assert upstream["closed_at"] - left < 1.0 and upstream["close_code"] == 1001

@@ -253,3 +253,96 @@ def test_client_disconnect_closes_the_upstream_within_a_second(relay, fake_live,
     left = time.time()
     upstream = fake_live.wait_for_sessions(2, closed=True)[1]
     assert upstream["closed_at"] - left < 1.0 and upstream["close_code"] == 1001
+
+
+# -- ephemeral tokens -----------------------------------------------------------------------------
+
+
+def mint(relay, key, **config):
+    client = sdk(relay, key, api_version="v1alpha")
+    return client.auth_tokens.create(config=types.CreateAuthTokenConfig(**config))
+
+
+def test_a_token_minted_through_relay_opens_a_constrained_session_once(relay, fake_live):
+    token = mint(relay, ALICE_KEY, uses=1, live_connect_constraints=types.LiveConnectConstraints(
+        model=MODEL, config=types.LiveConnectConfig(response_modalities=["TEXT"], temperature=0.2)))
+    assert token.name.startswith("auth_tokens/")
+
+    async def converse():
+        client = sdk(relay, token.name, api_version="v1alpha")
+        # The browser's config differs: the token's locked setup wins.
+        async with client.aio.live.connect(model="gemini-live-other", config={"temperature": 1.5}) as session:
+            return await text_turn(session, "with a token")
+
+    assert run(converse())[0] == "echo: with a token"
+    [upstream] = fake_live.wait_for_sessions(1, closed=True)
+    assert upstream["path"].endswith("v1alpha.GenerativeService.BidiGenerateContent")
+    setup = upstream["setup"]["setup"]
+    assert setup["model"] == f"models/{MODEL}" and setup["generationConfig"]["temperature"] == 0.2
+    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("token") and line["established"]])
+    assert line["client"] == "alice"  # usage is charged to the key that minted the token
+    row = usage_rows(relay.db_path, [line["request_id"]])[line["request_id"]]
+    assert row["client"] == "alice" and row["total_tokens"] > 0
+    with pytest.raises(errors.APIError) as raised:
+        run(converse())
+    assert raised.value.code == 1008 and "used up" in raised.value.details
+    assert len(fake_live.sessions()) == 1  # the refused session never reached the upstream
+    no_secret_leaks(relay, fake_live.sessions())
+    assert token.name.removeprefix("auth_tokens/") not in relay.output_text()
+
+
+def test_a_field_mask_locks_only_the_listed_fields(relay, fake_live):
+    token = mint(relay, BOB_KEY, uses=0, lock_additional_fields=[], live_connect_constraints=types.LiveConnectConstraints(
+        config=types.LiveConnectConfig(response_modalities=["TEXT"], temperature=0.3)))
+
+    async def converse():
+        client = sdk(relay, token.name, api_version="v1alpha")
+        async with client.aio.live.connect(model=MODEL, config={"temperature": 1.5, "top_k": 7}) as session:
+            return await text_turn(session, "masked")
+
+    for _ in range(2):  # uses=0: unlimited
+        assert run(converse())[0] == "echo: masked"
+    setup = fake_live.wait_for_sessions(2)[1]["setup"]["setup"]
+    assert setup["model"] == f"models/{MODEL}"
+    assert (setup["generationConfig"]["temperature"], setup["generationConfig"]["topK"]) == (0.3, 7)
+
+
+@pytest.mark.parametrize("how", ["header", "query", "forged", "plain-endpoint"])
+def test_tokens_are_refused_where_they_do_not_belong(relay, fake_live, certificate, how):
+    token = mint(relay, BOB_KEY, uses=5).name
+    constrained = LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContentConstrained")
+    headers, query, path = [], "", constrained
+    if how == "header":
+        headers = [f"Authorization: Token {token}"]
+    elif how == "query":
+        query = f"?access_token={token}"
+    elif how == "forged":
+        headers = [f"Authorization: Token auth_tokens/{'x' * 43}"]
+    else:
+        headers, path = [f"x-goog-api-key: {token}"], LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContent")
+    ws = raw_socket(relay, certificate, path=path, headers=headers, query=query)
+    ws.send(setup_message())
+    if how in ("header", "query"):
+        assert json.loads(ws.recv()) == {"setupComplete": {}}
+        ws.close()
+        assert fake_live.wait_for_sessions(1)[0]["key"] in UPSTREAM_KEYS
+        return
+    code, reason = close_of(ws)
+    assert code == 1008 and ("not valid" in reason if how == "forged" else "Constrained" in reason)
+    assert fake_live.sessions() == []
+
+
+def test_token_requests_are_checked(relay):
+    session = http()
+    session.verify = str(relay.cert)
+    url = relay.url + "/v1alpha/auth_tokens"
+    bad = session.post(url, json={"uses": -1, "expireTime": "tomorrow"}, headers={"x-goog-api-key": BOB_KEY})
+    assert bad.status_code == 400
+    fields = {violation["field"] for violation in bad.json()["error"]["details"][0]["fieldViolations"]}
+    assert fields == {"uses", "expireTime"}
+    assert session.post(url, headers={"x-goog-api-key": "nope"}).status_code == 401
+    outside = session.post(url, json={"bidiGenerateContentSetup": {"model": "models/gemini-2.5-pro"}},
+                           headers={"x-goog-api-key": ALICE_KEY})
+    assert outside.status_code == 403  # alice may not use that model, so may not mint tokens for it
+    ok = session.post(url, headers={"x-goog-api-key": BOB_KEY})  # no body: Google's defaults
+    assert ok.status_code == 200 and ok.json()["uses"] == 1 and ok.json()["name"].startswith("auth_tokens/")

@@ -346,3 +346,124 @@ def test_token_requests_are_checked(relay):
     assert outside.status_code == 403  # alice may not use that model, so may not mint tokens for it
     ok = session.post(url, headers={"x-goog-api-key": BOB_KEY})  # no body: Google's defaults
     assert ok.status_code == 200 and ok.json()["uses"] == 1 and ok.json()["name"].startswith("auth_tokens/")
+
+
+# -- refusals, failover, limits -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("first, key, expected", [
+    ("hello", BOB_KEY, (1007, "must be JSON")),
+    (json.dumps({"clientContent": {"turns": []}}), BOB_KEY, (1007, "must be a setup message")),
+    (json.dumps({"setup": {"generationConfig": {}}}), BOB_KEY, (1007, "setup.model is required")),
+    (setup_message("gemini-2.5-pro"), ALICE_KEY, (1008, "may not use model")),
+    (setup_message(), "sk-relay-forged-key", (1008, "API key not valid")),
+])
+def test_a_bad_start_is_closed_with_a_reason_and_nothing_goes_upstream(relay, fake_live, certificate, first, key,
+                                                                       expected):
+    ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {key}"])
+    ws.send(first)
+    code, reason = close_of(ws)
+    assert code == expected[0] and expected[1] in reason, reason
+    time.sleep(0.2)
+    assert fake_live.sessions() == []
+
+
+def test_the_sdk_sees_a_refusal_as_an_api_error(relay, fake_live):
+    async def connect():
+        async with sdk(relay, "sk-relay-forged-key").aio.live.connect(model=MODEL, config=TEXT_CONFIG):
+            pass
+
+    with pytest.raises(errors.APIError) as raised:
+        run(connect())
+    assert raised.value.code == 1008 and "UNAUTHENTICATED" in raised.value.details
+
+
+@pytest.mark.parametrize("rule", [
+    {"handshake_status": 429, "times": 1},
+    {"handshake_status": 503, "times": 1},
+    {"close_before_setup": [1011, "Internal error occurred."], "times": 1},
+    {"drop_before_setup": True, "times": 1},
+])
+def test_failover_to_another_key_before_setup_complete(relay, fake_live, rule):
+    fake_live.script(rule)
+    logged = len(relay.access_log())
+
+    async def converse():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            return await text_turn(session, "after failover")
+
+    assert run(converse())[0] == "echo: after failover"
+    first, second = fake_live.wait_for_sessions(2)
+    assert first["rule"] and not second["rule"] and first["key"] != second["key"]
+    [line] = wait_until(lambda: [line for line in relay.access_log()[logged:] if line.get("live")])
+    assert line["established"] and line["attempts"] == 2
+    time.sleep(1.1)  # a 429 rests its key for RELAY_COOLDOWN_SECONDS
+
+
+def test_a_close_about_the_request_is_relayed_not_retried(relay, fake_live):
+    reason = f"models/{MODEL} is not found for API version v1, or is not supported for bidiGenerateContent"
+    fake_live.script({"close_before_setup": [1008, reason], "times": 3})
+
+    async def connect():
+        async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG):
+            pass
+
+    with pytest.raises(errors.APIError) as raised:
+        run(connect())
+    assert (raised.value.code, raised.value.details) == (1008, reason)
+    assert len(fake_live.sessions()) == 1
+
+
+def test_concurrent_sessions_per_key_are_capped(relay, fake_live, certificate):
+    def open_session():
+        ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {ALICE_KEY}"])
+        ws.send(setup_message())
+        return ws, ws.recv_data_frame()
+
+    held = [open_session() for _ in range(2)]
+    assert all(frame.data == b'{"setupComplete": {}}' for _, (_, frame) in held)
+    ws, (opcode, frame) = open_session()
+    assert opcode == websocket.ABNF.OPCODE_CLOSE and int.from_bytes(frame.data[:2], "big") == 1013
+    assert b"2 Live sessions open" in frame.data
+    held[0][0].close()
+    time.sleep(0.3)
+    ws, (opcode, frame) = open_session()
+    assert opcode == websocket.ABNF.OPCODE_BINARY
+    for socket_ in (ws, held[1][0]):
+        socket_.close()
+    assert len(fake_live.sessions()) == 3
+
+
+def test_metrics_count_sessions_frames_and_bytes(relay):
+    session = http()
+    session.verify = str(relay.cert)
+    text = session.get(relay.url + "/metrics", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).text
+    assert "relay_live_sessions_open 0.0" in text
+    assert 'relay_live_frames_total{direction="to_client",kind="binary"}' in text
+    assert 'relay_live_bytes_total{direction="to_upstream"}' in text
+    assert 'relay_live_sessions_total{end="refused"}' in text
+
+
+# -- at scale -------------------------------------------------------------------------------------
+
+
+def test_200_concurrent_sessions_on_two_workers(relay, fake_live):
+    started = time.monotonic()
+
+    async def one(index, client):
+        async with client.aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
+            await asyncio.sleep(0.5)  # all 200 are open at once
+            return await text_turn(session, f"session {index}")
+
+    async def all_of_them():
+        client = sdk(relay, STATIC_KEY)
+        return await asyncio.gather(*(one(index, client) for index in range(200)), return_exceptions=True)
+
+    results = asyncio.run(asyncio.wait_for(all_of_them(), 120))
+    failures = [result for result in results if isinstance(result, BaseException)]
+    assert not failures, failures[:3]
+    assert [text for text, _ in results] == [f"echo: session {index}" for index in range(200)]
+    assert time.monotonic() - started < 60
+    sessions = fake_live.wait_for_sessions(200, closed=True, timeout=30)
+    assert len(sessions) == 200
+    no_secret_leaks(relay, sessions)

@@ -23,16 +23,16 @@ Control API (plain GETs on the same port; answers are JSON):
 from __future__ import annotations
 
 import argparse
-import asyncio
 import base64
 import itertools
 import json
 import os
+import threading
 import time
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import serve
+from websockets.sync.server import serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
@@ -47,8 +47,13 @@ class LiveState:
         self.sessions: list[dict] = []
         self.rules: list[dict] = []
         self.ids = itertools.count(1)
+        self.lock = threading.Lock()
 
     def take_rule(self, key, path):
+        with self.lock:
+            return self._take_rule(key, path)
+
+    def _take_rule(self, key, path):
         for rule in self.rules:
             if rule.get("times", 1) <= 0:
                 continue
@@ -67,7 +72,8 @@ STATE = LiveState()
 
 def json_response(value, status=200):
     body = json.dumps(value).encode()
-    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                       ("Connection", "close")])  # websockets closes after any answer but a 101
     return Response(status, HTTPStatus(status).phrase, headers, body)
 
 
@@ -110,27 +116,27 @@ def control(action, query):
     return json_response({"error": "unknown control action"}, 404)
 
 
-async def handler(connection):
+def handler(connection):
     session, rule = connection.fake_session, connection.fake_rule
     binary = rule.get("server_frames") != "text"
 
-    async def reply(message):
+    def reply(message):
         data = json.dumps(message)
-        await connection.send(data.encode() if binary else data)
+        connection.send(data.encode() if binary else data)
 
     try:
-        setup = await connection.recv()
+        setup = connection.recv()
         record(session, setup)
         session["setup"] = _json(setup)
         if "close_before_setup" in rule:
-            await connection.close(*rule["close_before_setup"])
+            connection.close(*rule["close_before_setup"])
         elif rule.get("drop_before_setup"):
-            connection.transport.abort()
+            connection.close_socket()
         else:
-            await asyncio.sleep(rule.get("setup_delay_s", 0))
-            await reply({"setupComplete": {}})
-            await converse(connection, session, reply)
-        await connection.wait_closed()
+            time.sleep(rule.get("setup_delay_s", 0))
+            reply({"setupComplete": {}})
+            converse(connection, session, reply)
+        connection.close()
     except ConnectionClosed:
         pass
     finally:
@@ -140,54 +146,54 @@ async def handler(connection):
             session["close_code"], session["close_reason"] = received.code, received.reason
 
 
-async def converse(connection, session, reply):
+def converse(connection, session, reply):
     context_tokens, audio_bytes = 0, 0
-    async for message in connection:
+    for message in connection:
         record(session, message)
         parsed = _json(message)
         if parsed is None:
-            await connection.send(message if isinstance(message, bytes) else message.encode())
+            connection.send(message if isinstance(message, bytes) else message.encode())
             continue
         content = parsed.get("clientContent") or parsed.get("client_content")
         realtime = parsed.get("realtimeInput") or parsed.get("realtime_input")
         if content and (content.get("turnComplete") or content.get("turn_complete")):
             text = " ".join(part.get("text", "") for turn in content.get("turns") or () for part in turn.get("parts") or ())
             context_tokens += max(1, len(text.split()))
-            if not await text_turn(connection, reply, text, context_tokens):
+            if not text_turn(connection, reply, text, context_tokens):
                 return
         elif realtime:
             audio = realtime.get("audio") or {}
             audio_bytes += len(base64.urlsafe_b64decode(audio["data"])) if audio.get("data") else 0
             if realtime.get("audioStreamEnd") or realtime.get("audio_stream_end") or "activityEnd" in realtime:
                 context_tokens += audio_bytes // 1000
-                await audio_turn(reply, context_tokens, audio_bytes // 1000)
+                audio_turn(reply, context_tokens, audio_bytes // 1000)
                 audio_bytes = 0
 
 
-async def text_turn(connection, reply, text, context_tokens):
+def text_turn(connection, reply, text, context_tokens):
     """Answer a text turn; False when the turn asked to close the session."""
     if "goaway" in text:
-        await reply({"goAway": {"timeLeft": "5s"}})
+        reply({"goAway": {"timeLeft": "5s"}})
     response_tokens = 5
     for word in text.split():
         if word.startswith("usage:"):
             response_tokens = int(word.split(":")[1])
-    await reply({"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": f"echo: {text}"}]}}})
-    await reply({"serverContent": {"turnComplete": True}, "usageMetadata": usage(context_tokens, response_tokens, "TEXT")})
+    reply({"serverContent": {"modelTurn": {"role": "model", "parts": [{"text": f"echo: {text}"}]}}})
+    reply({"serverContent": {"turnComplete": True}, "usageMetadata": usage(context_tokens, response_tokens, "TEXT")})
     for word in text.split():
         if word.startswith("close:"):
             _, code, reason = word.split(":", 2)
-            await connection.close(int(code), reason)
+            connection.close(int(code), reason)
             return False
     return True
 
 
-async def audio_turn(reply, context_tokens, input_tokens):
+def audio_turn(reply, context_tokens, input_tokens):
     data = base64.b64encode(AUDIO_REPLY).decode()
     for _ in range(2):
         part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
-        await reply({"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}})
-    await reply({"serverContent": {"turnComplete": True}, "usageMetadata": usage(context_tokens, 50, "AUDIO")})
+        reply({"serverContent": {"modelTurn": {"role": "model", "parts": [part]}}})
+    reply({"serverContent": {"turnComplete": True}, "usageMetadata": usage(context_tokens, 50, "AUDIO")})
 
 
 def usage(prompt, response, modality):
@@ -211,15 +217,17 @@ def _json(message):
     return parsed if isinstance(parsed, dict) else None
 
 
-async def main(host, port, port_file):
-    async with serve(handler, host, port, process_request=process_request, ping_interval=None,
-                     max_size=16 * 1024 * 1024, compression=None) as server:
-        bound = server.sockets[0].getsockname()[1]
+def main(host, port, port_file):
+    # The threaded server: each answer is written whole before its socket closes (the asyncio server aborts
+    # the connection after a non-101 answer, which can drop the answer).
+    with serve(handler, host, port, process_request=process_request, ping_interval=None,
+               max_size=16 * 1024 * 1024, compression=None) as server:
+        bound = server.socket.getsockname()[1]
         if port_file:
             with open(port_file + ".tmp", "w") as handle:
                 handle.write(str(bound))
             os.replace(port_file + ".tmp", port_file)
-        await asyncio.Future()
+        server.serve_forever()
 
 
 if __name__ == "__main__":
@@ -229,6 +237,6 @@ if __name__ == "__main__":
     parser.add_argument("--port-file")
     arguments = parser.parse_args()
     try:
-        asyncio.run(main(arguments.host, arguments.port, arguments.port_file))
+        main(arguments.host, arguments.port, arguments.port_file)
     except KeyboardInterrupt:
         pass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import ssl
 import time
 import warnings
@@ -101,6 +102,17 @@ def raw_socket(relay, certificate, path=None, headers=(), query=""):
     path = path or LIVE_PATH.format(version="v1beta", rpc="BidiGenerateContent")
     return websocket.create_connection(f"wss://127.0.0.1:{relay.port}{path}{query}", header=list(headers), timeout=15,
                                        sslopt={"ca_certs": str(certificate[0])}, http_no_proxy=["*"])
+
+
+def upgrade_status(relay, certificate, path, key):
+    """The status code relay answers a bare upgrade request for ``path`` with (no redirect is followed)."""
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                        f"x-goog-api-key: {key}\r\n\r\n".encode())
+            return int(tls.recv(1024).split(b" ")[1])
 
 
 def setup_message(model=MODEL):
@@ -209,6 +221,9 @@ def test_double_slash_path_v1_prefix_and_query_key(relay, fake_live, certificate
             async with sdk(relay, BOB_KEY, base_url=base_url).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
                 return await text_turn(session, "slashes")
         assert run(converse())[0] == "echo: slashes"
+    for path in ("//ws/", "/v1//ws/"):  # served, not redirected: browsers do not follow a redirected upgrade
+        assert upgrade_status(relay, certificate, path + LIVE_PATH.format(version="v1", rpc="BidiGenerateContent")[4:],
+                              BOB_KEY) == 101
     ws = raw_socket(relay, certificate, path="/" + LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContent"),
                     query=f"?key={BOB_KEY}")
     ws.send(setup_message())

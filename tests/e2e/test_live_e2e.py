@@ -482,3 +482,30 @@ def test_200_concurrent_sessions_on_two_workers(relay, fake_live):
     sessions = fake_live.wait_for_sessions(200, closed=True, timeout=30)
     assert len(sessions) == 200
     no_secret_leaks(relay, sessions)
+
+
+def test_sigterm_closes_open_sessions_with_1001_and_writes_their_usage(tmp_path, fake_live, certificate):
+    env = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEYS[0], "RELAY_API_KEYS": STATIC_KEY, "RELAY_DB": str(tmp_path / "r.db"),
+           "RELAY_GRACEFUL_TIMEOUT": "6"}
+    server = TlsRelayServer(tmp_path, fake_live.url, *certificate, env=env, workers=1, name="relay-term").start()
+    try:
+        ws = raw_socket(server, certificate, headers=[f"x-goog-api-key: {STATIC_KEY}"])
+        ws.send(setup_message())
+        ws.recv()
+        ws.send(json.dumps({"clientContent": {"turns": [{"role": "user", "parts": [{"text": "before"}]}],
+                                              "turnComplete": True}}))
+        assert json.loads(ws.recv())["serverContent"]["modelTurn"]["parts"][0]["text"] == "echo: before"
+        ws.recv()
+        server.process.send_signal(15)
+        signalled = time.monotonic()
+        code, reason = close_of(ws)
+        assert code == 1001 and "resume" in reason
+        assert time.monotonic() - signalled < 6
+        server.process.wait(10)
+        [line] = [line for line in server.access_log() if line.get("live")]
+        assert (line["end"], line["close_code"], line["turns"]) == ("shutdown", 1001, 1)
+        row = usage_rows(tmp_path / "r.db", [line["request_id"]])[line["request_id"]]
+        assert row["aborted"] and row["total_tokens"] == 6
+        assert fake_live.wait_for_sessions(1, closed=True)[0]["close_code"] == 1001
+    finally:
+        server.stop()

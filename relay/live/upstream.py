@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import websocket
 
 from relay.live.protocol import INTERNAL, TRY_AGAIN_LATER, LiveRefusal, judge_close, parse_close, sendable
+from relay.live.tokens import TOKEN_PREFIX
 from relay.pipeline.forward import call_secrets, plan_targets, scrub
 from relay.upstream.pool import KEYS_REFUSED
 from relay.upstream.verdict import classify_error, google_error
@@ -174,10 +175,15 @@ def dial(session, target):
     settings = session.services.settings
     key = target.key if target.key is not None else session.call.client.passthrough_key
     headers = [f"{name}: {session.headers[name]}" for name in FORWARD_HEADERS if session.headers.get(name)]
-    headers.append(f"x-goog-api-key: {key}")
+    rpc = "BidiGenerateContent"
+    if key.startswith(TOKEN_PREFIX):  # passthrough mode: a caller's token from Google, for Google to check
+        headers.append(f"Authorization: Token {key}")
+        rpc = "BidiGenerateContentConstrained"
+    else:
+        headers.append(f"x-goog-api-key: {key}")
     timeout = target.upstream.connect_timeout or settings.connect_timeout
     ws = websocket.create_connection(
-        live_url(target.upstream.url, session.call.version), timeout=timeout, header=headers, suppress_origin=True,
+        live_url(target.upstream.url, session.call.version, rpc), timeout=timeout, header=headers, suppress_origin=True,
         sockopt=KEEPALIVE, enable_multithread=True, skip_utf8_validation=True, http_no_proxy=["*"],
     )
     ws.settimeout(SETUP_TIMEOUT)

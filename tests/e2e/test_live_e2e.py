@@ -509,3 +509,25 @@ def test_sigterm_closes_open_sessions_with_1001_and_writes_their_usage(tmp_path,
         assert fake_live.wait_for_sessions(1, closed=True)[0]["close_code"] == 1001
     finally:
         server.stop()
+
+
+def test_passthrough_mode_forwards_the_callers_own_key_or_token(tmp_path, fake_live, certificate):
+    """No upstream keys: each caller's Google key (or Google-minted token) goes upstream, in a header."""
+    env = {"RELAY_DB": str(tmp_path / "r.db"), "RELAY_UPSTREAM_KEYS": None}
+    server = TlsRelayServer(tmp_path, fake_live.url, *certificate, env=env, workers=1, name="relay-pass").start()
+    try:
+        google_key, google_token = "AIza-callers-own-key-Pp99", "auth_tokens/googles-own-token-Tt77"
+        for path, headers in ((LIVE_PATH.format(version="v1beta", rpc="BidiGenerateContent"),
+                               [f"x-goog-api-key: {google_key}"]),
+                              (LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContentConstrained"),
+                               [f"Authorization: Token {google_token}"])):
+            ws = raw_socket(server, certificate, path=path, headers=headers)
+            ws.send(setup_message())
+            assert json.loads(ws.recv()) == {"setupComplete": {}}
+            ws.close()
+        plain, constrained = fake_live.wait_for_sessions(2, closed=True)
+        assert plain["key"] == google_key and plain["path"].endswith(".BidiGenerateContent")
+        assert constrained["key"] == google_token and constrained["path"].endswith(".BidiGenerateContentConstrained")
+        assert google_key not in server.output_text() and google_token not in server.output_text()
+    finally:
+        server.stop()

@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 LIVE_PATH_PREFIX = "/ws/google.ai.generativelanguage."
-LIVE_PATH_SUFFIX = ".GenerativeService.BidiGenerateContent"
+LIVE_PATH_SUFFIXES = (".GenerativeService.BidiGenerateContent", ".GenerativeService.BidiGenerateContentConstrained")
 AUDIO_REPLY = b"\x00\x01" * 2400  # 100 ms of 24 kHz 16-bit PCM
 
 
@@ -82,9 +82,11 @@ def process_request(connection, request):
     parts = urlsplit(request.path)
     if parts.path.startswith("/_fake/live/"):
         return control(parts.path.removeprefix("/_fake/live/"), parse_qs(parts.query))
-    if not (parts.path.startswith(LIVE_PATH_PREFIX) and parts.path.endswith(LIVE_PATH_SUFFIX)):
+    if not (parts.path.startswith(LIVE_PATH_PREFIX) and parts.path.endswith(LIVE_PATH_SUFFIXES)):
         return json_response({"error": {"code": 404, "message": "not a Live path", "status": "NOT_FOUND"}}, 404)
     key = request.headers.get("x-goog-api-key")
+    if key is None and parts.path.endswith("Constrained"):
+        key = request.headers.get("Authorization", "").removeprefix("Token ") or None
     session = {"id": next(STATE.ids), "path": parts.path, "query": parts.query, "headers": list(request.headers.raw_items()),
                "key": key, "setup": None, "messages": [], "started_at": time.time(), "closed_at": None,
                "close_code": None, "close_reason": None, "rule": None}

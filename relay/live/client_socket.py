@@ -19,8 +19,10 @@ import simple_websocket
 
 RECEIVE_BYTES = 65536  # more than a TLS record (16 KB): one read drains what TLS decrypted
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-KEEPALIVE = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
-             (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 20), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3))
+# Each message is one write: Nagle's algorithm would only hold small frames (audio) back.
+SOCKET_OPTIONS = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
+                  (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 20), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
+                  (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
 
 
 class ClientClosed(Exception):
@@ -53,7 +55,7 @@ class ClientSocket:
 
     def __init__(self, environ):
         sock = environ["gunicorn.socket"]
-        for option in KEEPALIVE:
+        for option in SOCKET_OPTIONS:
             try:
                 sock.setsockopt(*option)
             except OSError:

@@ -16,6 +16,9 @@ import socket
 import threading
 
 import simple_websocket
+from wsproto.utilities import RemoteProtocolError
+
+from relay.errors import InvalidArgument
 
 RECEIVE_BYTES = 65536  # more than a TLS record (16 KB): one read drains what TLS decrypted
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -62,7 +65,11 @@ class ClientSocket:
                 pass  # a platform without TCP keepalive tuning: dead peers then wait for the kernel default
         environ = {name: value for name, value in environ.items() if name != "HTTP_SEC_WEBSOCKET_EXTENSIONS"}
         environ["gunicorn.socket"] = _WholeWrites(sock)
-        self._ws = simple_websocket.Server(environ, receive_bytes=RECEIVE_BYTES, max_message_size=MAX_MESSAGE_BYTES)
+        try:
+            self._ws = simple_websocket.Server(environ, receive_bytes=RECEIVE_BYTES, max_message_size=MAX_MESSAGE_BYTES)
+        except (RemoteProtocolError, simple_websocket.ConnectionError) as error:
+            # Nothing was sent yet: the caller gets an ordinary HTTP 400.
+            raise InvalidArgument(f"Not a valid WebSocket upgrade: {error}") from None
         self._closed_by_us = False
 
     def receive(self, timeout=None):

@@ -19,7 +19,7 @@ FRAMES = Counter("relay_live_frames_total", "Live API messages relayed, by direc
                  ["direction", "kind"])
 BYTES = Counter("relay_live_bytes_total", "Live API payload bytes relayed, by direction.", ["direction"])
 TO_UPSTREAM, TO_CLIENT = "to_upstream", "to_client"
-ENDS = ("refused", "client", "upstream", "upstream_lost", "client_lost", "shutdown", "error")
+ENDS = ("refused", "client", "upstream", "upstream_lost", "client_lost", "shutdown", "expired", "error")
 
 
 class Traffic:

@@ -69,7 +69,7 @@ class LiveSession:
         self.ending = None
         self.client_ws = self.upstream = None
         self._ended = AsyncResult()
-        self._pumps = ()
+        self._pumps = self._timers = ()
         self.done = Event()
 
     def serve(self):
@@ -171,6 +171,9 @@ class LiveSession:
         self._to_client(established.kind, established.data)
         if not self._ended.ready():
             self._pumps = (gevent.spawn(self._pump_client), gevent.spawn(self._pump_upstream))
+        if self.grant is not None:  # a token's session ends with the token (Google's rule for its own)
+            self._timers = (gevent.spawn_later(max(0.0, self.grant.spec.expire_time - time.time()), self._end,
+                                               "expired", POLICY, "UNAUTHENTICATED: the token has expired."),)
         self._close(self._ended.get())
 
     def _pump_client(self):
@@ -213,18 +216,18 @@ class LiveSession:
             self._ended.set(Ending(end, code, reason))
 
     def _close(self, ending):
-        """Close what is still open after ``ending``: the caller gets the upstream's code, the upstream the
-        caller's (or 1001 when relay shuts down); each side gets CLOSE_WAIT_SECONDS to answer."""
+        """Close what is still open after ``ending``: the caller gets the upstream's code (or relay's own), the
+        upstream the caller's (or 1001); each side gets CLOSE_WAIT_SECONDS to answer."""
         self.ending = ending
-        if ending.end in ("upstream", "upstream_lost", "shutdown"):
+        if ending.end not in ("client", "client_lost"):
             self.client_ws.close(sendable(ending.code), ending.reason, wait=CLOSE_WAIT_SECONDS)
         if self.upstream is not None and ending.end not in ("upstream", "upstream_lost"):
-            self.upstream.close(GOING_AWAY if ending.end != "client" else ending.code, ending.reason)
+            self.upstream.close(ending.code if ending.end == "client" else GOING_AWAY, ending.reason)
             if self._pumps:
                 self._pumps[1].join(CLOSE_WAIT_SECONDS)
         if self.upstream is not None:
             self.upstream.shutdown()
-        gevent.killall(self._pumps, timeout=CLOSE_WAIT_SECONDS)
+        gevent.killall([*self._pumps, *self._timers], timeout=CLOSE_WAIT_SECONDS)
 
     def _refuse(self, refusal):
         self.call.status = refusal.status

@@ -531,3 +531,25 @@ def test_passthrough_mode_forwards_the_callers_own_key_or_token(tmp_path, fake_l
         assert google_key not in server.output_text() and google_token not in server.output_text()
     finally:
         server.stop()
+
+
+def test_a_tokens_session_ends_when_the_token_expires(relay, fake_live, certificate):
+    expire = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))
+    token = mint(relay, BOB_KEY, uses=1, expire_time=expire).name
+    ws = raw_socket(relay, certificate, path=LIVE_PATH.format(version="v1alpha", rpc="BidiGenerateContentConstrained"),
+                    headers=[f"Authorization: Token {token}"])
+    ws.send(setup_message())
+    assert json.loads(ws.recv()) == {"setupComplete": {}}
+    code, reason = close_of(ws)
+    assert code == 1008 and "expired" in reason
+    assert fake_live.wait_for_sessions(1, closed=True)[0]["close_code"] == 1001
+
+
+def test_a_malformed_upgrade_gets_a_plain_400(relay, certificate):
+    context = ssl.create_default_context(cafile=str(certificate[0]))
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as raw:
+        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(f"GET {LIVE_PATH.format(version='v1', rpc='BidiGenerateContent')} HTTP/1.1\r\nHost: x\r\n"
+                        f"Upgrade: websocket\r\nConnection: Upgrade\r\nx-goog-api-key: {BOB_KEY}\r\n\r\n".encode())
+            answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Not a valid WebSocket upgrade" in answer

@@ -127,6 +127,14 @@ def close_of(ws):
             return int.from_bytes(frame.data[:2], "big"), frame.data[2:].decode()
 
 
+def live_lines(relay, since, count=1):
+    """The Live access-log lines written after the first ``since`` lines, once there are ``count`` of them."""
+    def new_lines():
+        lines = [line for line in relay.access_log()[since:] if line.get("live")]
+        return lines if len(lines) >= count else None
+    return wait_until(new_lines) or []
+
+
 def no_secret_leaks(relay, fake_sessions):
     """No upstream key in relay's output or any upstream URL; no client key ever reaches the upstream."""
     output = relay.output_text()
@@ -145,6 +153,7 @@ def no_secret_leaks(relay, fake_sessions):
 
 
 def test_text_session_relays_turns_and_writes_one_usage_row(relay, fake_live):
+    logged = len(relay.access_log())
     async def converse():
         async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
             first = await text_turn(session, "hello there")
@@ -158,7 +167,7 @@ def test_text_session_relays_turns_and_writes_one_usage_row(relay, fake_live):
     assert upstream["path"] == LIVE_PATH.format(version="v1", rpc="BidiGenerateContent")
     assert upstream["setup"]["setup"]["model"] == f"models/{MODEL}"
     assert [message["kind"] for message in upstream["messages"]] == ["text", "text", "text"]
-    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("live") and line["client"] == "bob"])
+    [line] = live_lines(relay, logged)
     assert (line["status"], line["end"], line["established"], line["turns"]) == (200, "client", True, 2)
     assert line["frames"] == {"to_upstream": 2, "to_client": 5}
     row = usage_rows(relay.db_path, [line["request_id"]])[line["request_id"]]
@@ -170,6 +179,7 @@ def test_text_session_relays_turns_and_writes_one_usage_row(relay, fake_live):
 
 
 def test_audio_session_streams_pcm_both_ways(relay, fake_live):
+    logged = len(relay.access_log())
     chunk = bytes(range(256)) * 12  # 3 KB of 16 kHz PCM per message, as a microphone would send it
 
     async def converse():
@@ -190,8 +200,8 @@ def test_audio_session_streams_pcm_both_ways(relay, fake_live):
     sent = [json.loads(message["text"]) for message in upstream["messages"][1:]]
     assert [base64.urlsafe_b64decode(message["realtime_input"]["audio"]["data"]) for message in sent[:5]] == [chunk] * 5
     assert sent[5] == {"realtime_input": {"audioStreamEnd": True}}  # passed on exactly as the SDK spelt it
-    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("live") and line["turns"] == 1
-                                 and line["usage"] and line["usage"]["candidatesTokenCount"] == 50])
+    [line] = live_lines(relay, logged)
+    assert line["turns"] == 1 and line["usage"]["candidatesTokenCount"] == 50
     assert line["frames"] == {"to_upstream": 6, "to_client": 4}
 
 
@@ -235,6 +245,7 @@ def test_double_slash_path_v1_prefix_and_query_key(relay, fake_live, certificate
 
 
 def test_go_away_and_upstream_close_reach_the_caller(relay, fake_live):
+    logged = len(relay.access_log())
     async def converse():
         async with sdk(relay, BOB_KEY).aio.live.connect(model=MODEL, config=TEXT_CONFIG) as session:
             await session.send_client_content(turns=types.Content(role="user", parts=[types.Part(text="goaway")]),
@@ -247,7 +258,8 @@ def test_go_away_and_upstream_close_reach_the_caller(relay, fake_live):
     with pytest.raises(errors.APIError) as raised:
         run(converse())
     assert (raised.value.code, raised.value.details) == (1011, "Internal-error-occurred.")
-    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("end") == "upstream"])
+    [line] = live_lines(relay, logged)
+    assert line["end"] == "upstream"
     assert (line["close_code"], line["status"]) == (1011, 500)
 
 
@@ -282,6 +294,7 @@ def test_a_token_minted_through_relay_opens_a_constrained_session_once(relay, fa
     token = mint(relay, ALICE_KEY, uses=1, live_connect_constraints=types.LiveConnectConstraints(
         model=MODEL, config=types.LiveConnectConfig(response_modalities=["TEXT"], temperature=0.2)))
     assert token.name.startswith("auth_tokens/")
+    logged = len(relay.access_log())
 
     async def converse():
         client = sdk(relay, token.name, api_version="v1alpha")
@@ -294,7 +307,8 @@ def test_a_token_minted_through_relay_opens_a_constrained_session_once(relay, fa
     assert upstream["path"].endswith("v1alpha.GenerativeService.BidiGenerateContent")
     setup = upstream["setup"]["setup"]
     assert setup["model"] == f"models/{MODEL}" and setup["generationConfig"]["temperature"] == 0.2
-    [line] = wait_until(lambda: [line for line in relay.access_log() if line.get("token") and line["established"]])
+    [line] = live_lines(relay, logged)
+    assert line["token"] and line["established"]
     assert line["client"] == "alice"  # usage is charged to the key that minted the token
     row = usage_rows(relay.db_path, [line["request_id"]])[line["request_id"]]
     assert row["client"] == "alice" and row["total_tokens"] > 0
@@ -410,7 +424,7 @@ def test_failover_to_another_key_before_setup_complete(relay, fake_live, rule):
     assert run(converse())[0] == "echo: after failover"
     first, second = fake_live.wait_for_sessions(2)
     assert first["rule"] and not second["rule"] and first["key"] != second["key"]
-    [line] = wait_until(lambda: [line for line in relay.access_log()[logged:] if line.get("live")])
+    [line] = live_lines(relay, logged)
     assert line["established"] and line["attempts"] == 2
     time.sleep(1.1)  # a 429 rests its key for RELAY_COOLDOWN_SECONDS
 

@@ -71,11 +71,13 @@ def create_auth_token(version):
         return respond(forward(call, services))
     spec = constraints.token_request(parse_json(raw) if raw.strip() else {}, time.time())
     model = constraints.locked_model(spec)
-    if model is not None:  # the key must be allowed the model it locks its tokens to
+    if model is not None:
+        # The key must be allowed the model it locks its tokens to. A token without a model costs nothing
+        # upstream: each session it opens is admitted (allowlist, RPM, caps) as the minting key's own.
         ctx = PluginContext(method="bidiGenerateContent", requested_model=model)
         call.requested_model = model
         call.upstream_model = services.plugins.resolve_model(ctx, model)
-    services.limits.admit(call)
+        services.limits.admit(call)
     minting_key = hash_key(presented_key(request.headers, request.args))
     body = tokens.mint(services.store, minting_key, spec, time.time())
     call.status = 200

@@ -373,6 +373,8 @@ def test_token_requests_are_checked(relay):
     outside = session.post(url, json={"bidiGenerateContentSetup": {"model": "models/gemini-2.5-pro"}},
                            headers={"x-goog-api-key": ALICE_KEY})
     assert outside.status_code == 403  # alice may not use that model, so may not mint tokens for it
+    unlocked = session.post(url, json={"uses": 3}, headers={"x-goog-api-key": ALICE_KEY})
+    assert unlocked.status_code == 200  # its sessions are held to alice's allowlist when they start
     ok = session.post(url, headers={"x-goog-api-key": BOB_KEY})  # no body: Google's defaults
     assert ok.status_code == 200 and ok.json()["uses"] == 1 and ok.json()["name"].startswith("auth_tokens/")
 
@@ -567,3 +569,14 @@ def test_a_malformed_upgrade_gets_a_plain_400(relay, certificate):
                         f"Upgrade: websocket\r\nConnection: Upgrade\r\nx-goog-api-key: {BOB_KEY}\r\n\r\n".encode())
             answer = tls.recv(4096)
     assert answer.startswith(b"HTTP/1.1 400") and b"Not a valid WebSocket upgrade" in answer
+
+
+def test_thinking_suffixes_resolve_on_the_setup_model(relay, fake_live, certificate):
+    ws = raw_socket(relay, certificate, headers=[f"x-goog-api-key: {BOB_KEY}"])
+    ws.send(json.dumps({"setup": {"model": f"models/{MODEL}-thinking-1024",
+                                  "generation_config": {"response_modalities": ["TEXT"]}}}))
+    assert json.loads(ws.recv()) == {"setupComplete": {}}
+    ws.close()
+    setup = fake_live.wait_for_sessions(1)[0]["setup"]["setup"]
+    assert setup["model"] == f"models/{MODEL}"
+    assert setup["generation_config"]["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}

@@ -111,7 +111,8 @@ def list_keys():
     for record in sorted(records, key=lambda record: record["name"]):
         rows.append((
             record["name"], f"…{record.get('hint', '')}", _text(record.get("rpm")), _text(record.get("tpm")),
-            _text(record.get("daily_tokens")), _text(record.get("live_sessions")), ",".join(record.get("models") or []) or "*", _text(record.get("expires")),
+            _text(record.get("daily_tokens")), _text(record.get("live_sessions")),
+            ",".join(record.get("models") or []) or "*", _text(record.get("expires")),
             _when(record.get("created")), _when(record.get("last_used")), _status(record),
         ))
     _table(rows)

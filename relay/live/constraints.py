@@ -103,7 +103,8 @@ def _setup(value, violations):
     if model is not None:
         bare = model.removeprefix("models/") if isinstance(model, str) else ""
         if not MODEL_ID.fullmatch(bare) or ".." in bare:
-            violations.append(("bidiGenerateContentSetup.model", "Must be a model id such as models/gemini-live-2.5-flash-preview."))
+            violations.append(("bidiGenerateContentSetup.model",
+                               "Must be a model id such as models/gemini-live-2.5-flash-preview."))
         else:
             value = {**value, "model": f"models/{bare}"}
     return value
@@ -185,7 +186,8 @@ def _remove(mapping, names):
 def _place(mapping, names, value):
     *parents, leaf = names
     for name in parents:
-        child = next((mapping[spelling] for spelling in _spellings(name) if isinstance(mapping.get(spelling), dict)), None)
+        child = next((mapping[spelling] for spelling in _spellings(name) if isinstance(mapping.get(spelling), dict)),
+                     None)
         if child is None:
             child = mapping[name] = {}
         mapping = child

@@ -123,7 +123,8 @@ class LiveSession:
         if token is not None:
             if not self.services.settings.managed:
                 # Passthrough: a token Google minted for the caller's own key, passed on for Google to check.
-                self.call.client = Client(name=f"passthrough:…{token[-4:]}", kind="passthrough", passthrough_key=token)
+                self.call.client = Client(name=f"passthrough:…{token[-4:]}", kind="passthrough",
+                                          passthrough_key=token)
                 return
             self.grant = tokens.look_up(self.services.store, auth, token, time.time())
             self.call.client = self.grant.client

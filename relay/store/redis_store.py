@@ -356,7 +356,8 @@ class RedisStore(Store):
         return entry["record"] if entry["expire_at"] > now else None
 
     def acquire_lease(self, group, holder, limit, until, now):
-        return bool(self._run("acquire_lease", [self._key("leases", group)], [holder, int(limit), repr(until), repr(now)]))
+        arguments = [holder, int(limit), repr(until), repr(now)]
+        return bool(self._run("acquire_lease", [self._key("leases", group)], arguments))
 
     def release_lease(self, group, holder):
         self._redis().zrem(self._key("leases", group), holder)

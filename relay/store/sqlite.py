@@ -308,7 +308,8 @@ class SqliteStore(Store):
             held = connection.execute("SELECT holder FROM leases WHERE grp = ?", (group,)).fetchall()
             if holder not in {row[0] for row in held} and len(held) >= limit:
                 return False
-            connection.execute("INSERT OR REPLACE INTO leases (grp, holder, until) VALUES (?, ?, ?)", (group, holder, until))
+            connection.execute("INSERT OR REPLACE INTO leases (grp, holder, until) VALUES (?, ?, ?)",
+                               (group, holder, until))
         return True
 
     def release_lease(self, group, holder):

@@ -30,7 +30,7 @@ from relay.live.protocol import (
     parse_close, parse_setup, refusal_for, requested_model, sendable, status_for_close, usage_in,
 )
 from relay.live.registry import SHUTDOWN_REASON
-from relay.live.upstream import UpstreamLost, connect
+from relay.live.upstream import PING_SECONDS, UpstreamLost, connect
 from relay.pipeline.forward import Call
 from relay.plugins import PluginContext
 
@@ -172,10 +172,17 @@ class LiveSession:
         self._to_client(established.kind, established.data)
         if not self._ended.ready():
             self._pumps = (gevent.spawn(self._pump_client), gevent.spawn(self._pump_upstream))
+        timers = [gevent.spawn(self._keep_alive)]
         if self.grant is not None:  # a token's session ends with the token (Google's rule for its own)
-            self._timers = (gevent.spawn_later(max(0.0, self.grant.spec.expire_time - time.time()), self._end,
-                                               "expired", POLICY, "UNAUTHENTICATED: the token has expired."),)
+            timers.append(gevent.spawn_later(max(0.0, self.grant.spec.expire_time - time.time()), self._end,
+                                             "expired", POLICY, "UNAUTHENTICATED: the token has expired."))
+        self._timers = tuple(timers)
         self._close(self._ended.get())
+
+    def _keep_alive(self):
+        while not self._ended.ready():
+            gevent.sleep(PING_SECONDS)
+            self.upstream.ping()
 
     def _pump_client(self):
         """Caller → upstream, message by message, in the order they arrive."""

@@ -23,6 +23,7 @@ from relay.upstream.pool import KEYS_REFUSED
 from relay.upstream.verdict import classify_error, google_error
 
 SETUP_TIMEOUT = 30.0  # seconds from the upgrade to Google's answer to setup
+PING_SECONDS = 20.0  # google-genai's (websockets') default ping interval
 ERROR_BODY_LIMIT = 64 * 1024
 FORWARD_HEADERS = ("User-Agent", "X-Goog-Api-Client")
 KEEPALIVE = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
@@ -73,6 +74,14 @@ class UpstreamSocket:
         except CONNECTION_ERRORS as error:
             raise UpstreamLost(str(error) or type(error).__name__) from None
         return len(message)
+
+    def ping(self):
+        """A WebSocket ping, as google-genai sends one every 20 s: an idle session looks to Google as it would
+        without relay in between (the caller's own pings end at relay)."""
+        try:
+            self._ws.ping()
+        except CONNECTION_ERRORS:
+            pass  # the receiving side notices a dead connection
 
     def settimeout(self, seconds):
         self._ws.settimeout(seconds)

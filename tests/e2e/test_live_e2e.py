@@ -224,7 +224,7 @@ def test_frames_keep_their_type_both_ways(relay, fake_live, certificate):
     assert [(message["kind"], message["size"]) for message in sessions[0]["messages"]][1:] == [("binary", len(blob))]
 
 
-def test_double_slash_path_v1_prefix_and_query_key(relay, fake_live, certificate):
+def test_double_slash_path_v1_prefix_query_key_and_bearer(relay, fake_live, certificate):
     """Both SDKs ask for //ws/... (a base URL ending in /); clients with a /v1 base too; the JS SDK sends ?key=."""
     for base_url in (relay.url + "/", relay.url + "/v1/"):
         async def converse():
@@ -239,8 +239,13 @@ def test_double_slash_path_v1_prefix_and_query_key(relay, fake_live, certificate
     ws.send(setup_message())
     assert json.loads(ws.recv()) == {"setupComplete": {}}
     ws.close()
-    sessions = fake_live.wait_for_sessions(3, closed=True)
+    ws = raw_socket(relay, certificate, headers=[f"Authorization: Bearer {BOB_KEY}"])
+    ws.send(setup_message())
+    assert json.loads(ws.recv()) == {"setupComplete": {}}
+    ws.close()
+    sessions = fake_live.wait_for_sessions(4, closed=True)
     assert sessions[2]["path"].endswith("v1alpha.GenerativeService.BidiGenerateContent") and sessions[2]["query"] == ""
+    assert not any(name.lower() == "authorization" for name, _ in sessions[3]["headers"])
     no_secret_leaks(relay, sessions)
 
 

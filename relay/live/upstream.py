@@ -16,7 +16,10 @@ from dataclasses import dataclass
 
 import websocket
 
-from relay.live.protocol import INTERNAL, TRY_AGAIN_LATER, LiveRefusal, judge_close, parse_close, sendable
+from relay.errors import RelayError
+from relay.live.protocol import (
+    INTERNAL, TRY_AGAIN_LATER, LiveRefusal, judge_close, parse_close, refusal_for, sendable,
+)
 from relay.live.tokens import TOKEN_PREFIX
 from relay.pipeline.forward import call_secrets, plan_targets, scrub
 from relay.upstream.pool import KEYS_REFUSED
@@ -119,7 +122,10 @@ def connect(session, setup_message):
     """Dial targets in turn until one accepts ``setup_message``: an :class:`Established`, or a LiveRefusal."""
     call, services = session.call, session.services
     settings = services.settings
-    targets = plan_targets(call, services)
+    try:
+        targets = plan_targets(call, services)
+    except RelayError as error:  # every key cooling (429) or refused (503), or no upstream serves the model
+        raise refusal_for(error) from None
     deadline = time.monotonic() + settings.retry_deadline
     failures = []
     for target in targets[: settings.max_attempts]:

@@ -138,6 +138,7 @@ def live_lines(relay, since, count=1):
 def no_secret_leaks(relay, fake_sessions):
     """No upstream key in relay's output or any upstream URL; no client key ever reaches the upstream."""
     output = relay.output_text()
+    assert "Traceback" not in output
     for key in UPSTREAM_KEYS:
         assert key not in output
     for session in fake_sessions:
@@ -585,3 +586,20 @@ def test_thinking_suffixes_resolve_on_the_setup_model(relay, fake_live, certific
     setup = fake_live.wait_for_sessions(1)[0]["setup"]["setup"]
     assert setup["model"] == f"models/{MODEL}"
     assert setup["generation_config"]["thinkingConfig"] == {"includeThoughts": True, "thinkingBudget": 1024}
+
+
+def test_every_key_rate_limited_is_a_1013(tmp_path, fake_live, certificate):
+    env = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEYS[0], "RELAY_API_KEYS": STATIC_KEY, "RELAY_DB": str(tmp_path / "r.db"),
+           "RELAY_COOLDOWN_SECONDS": "30"}
+    server = TlsRelayServer(tmp_path, fake_live.url, *certificate, env=env, workers=1, name="relay-429").start()
+    try:
+        fake_live.script({"handshake_status": 429, "times": 1})
+        for expected_sessions in (1, 1):  # the second attempt finds the only key resting: Google is not asked
+            ws = raw_socket(server, certificate, headers=[f"x-goog-api-key: {STATIC_KEY}"])
+            ws.send(setup_message())
+            code, reason = close_of(ws)
+            assert code == 1013 and reason.startswith("RESOURCE_EXHAUSTED"), reason
+            assert len(fake_live.sessions()) == expected_sessions
+        assert "Traceback" not in server.output_text()
+    finally:
+        server.stop()

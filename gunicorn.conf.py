@@ -19,6 +19,15 @@ settings, problem = relay_worker.read_settings()  # a problem is reported by on_
 bind = f"0.0.0.0:{settings.port}"
 
 #
+#   certfile, keyfile - PEM files ($RELAY_TLS_CERT, $RELAY_TLS_KEY): relay serves HTTPS and wss:// itself.
+#       google-genai always dials wss:// for the Live API, so a single box without a TLS-terminating proxy
+#       needs these; behind a platform's TLS they stay unset.
+#
+
+certfile = settings.tls_cert
+keyfile = settings.tls_key
+
+#
 # Worker processes
 #
 #   workers - worker processes ($WEB_CONCURRENCY).  Each gevent worker holds thousands of concurrent

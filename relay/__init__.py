@@ -20,7 +20,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     import click
     from flask import Flask
 
-    from relay.api import admin, gemini, lifecycle, openai, ops, routing
+    from relay.api import admin, gemini, lifecycle, live, openai, ops, routing
     from relay.clients import cli
     from relay.config import load_settings
     from relay.observability import accesslog
@@ -48,6 +48,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     app.register_blueprint(gemini.bp)
     app.register_blueprint(gemini.bp, url_prefix="/v1", name="gemini_v1_prefix")
     app.register_blueprint(openai.bp)
+    live.init_app(app)
     lifecycle.init_app(app)
     app.before_request(require_host)
     cli.init_app(app)

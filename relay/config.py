@@ -48,6 +48,7 @@ def load_settings(environ=None, overrides=None):
         _check_overrides(overrides)
         settings = replace(settings, **overrides)
     _check_upstreams(settings)
+    _check_tls(settings)
     return settings
 
 
@@ -95,6 +96,13 @@ def _check_overrides(overrides):
         except Invalid:
             raise ConfigError(f"{setting.name}: {name} = {value!r} must be {setting.kind.requirement}",
                               setting.name) from None
+
+
+def _check_tls(settings):
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        missing = "RELAY_TLS_KEY" if settings.tls_cert else "RELAY_TLS_CERT"
+        raise ConfigError(f"{missing} is not set: RELAY_TLS_CERT and RELAY_TLS_KEY go together (set both, to serve "
+                          "HTTPS, or neither)", missing)
 
 
 def _check_upstreams(settings):

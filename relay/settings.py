@@ -291,6 +291,7 @@ URL = Checked("an http(s) base URL", URL_PATTERN.match, lambda url: url.rstrip("
 REDIS_URL = Checked("a redis://, rediss:// or unix:// URL",
                     lambda url: url.startswith(("redis://", "rediss://", "unix://")))
 DIRECTORY = Checked("an existing directory", os.path.isdir)
+PEM_FILE = Checked("a readable PEM file", lambda path: os.path.isfile(path) and os.access(path, os.R_OK))
 
 SETTINGS = (
     # gunicorn reads these (gunicorn.conf.py)
@@ -307,6 +308,11 @@ SETTINGS = (
     Setting("metrics_dir", DIRECTORY, None, "where workers keep Prometheus samples for `/metrics`",
             env="PROMETHEUS_MULTIPROC_DIR", example="/run/relay-metrics",
             default_text="a fresh temporary directory, removed at exit"),
+    Setting("tls_cert", PEM_FILE, None, "PEM certificate: relay serves HTTPS and `wss://` itself (gunicorn's "
+            "`certfile`), which google-genai's Live API needs when no TLS-terminating proxy is in front; set with "
+            "`RELAY_TLS_KEY`", env="RELAY_TLS_CERT", example="/etc/relay/cert.pem"),
+    Setting("tls_key", PEM_FILE, None, "PEM private key of `RELAY_TLS_CERT` (set both or neither)",
+            env="RELAY_TLS_KEY", example="/etc/relay/key.pem"),
     # where requests go
     Setting(None, Kind("a file path"), None, "path to a `relay.toml` with several upstreams (see "
             "`relay.example.toml`)", env="RELAY_CONFIG"),

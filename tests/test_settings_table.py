@@ -22,7 +22,8 @@ BAD_VALUES = {
     "RELAY_CONNECT_TIMEOUT": "-1", "RELAY_READ_TIMEOUT": "nan", "RELAY_MODEL_TIMEOUTS": "*-image*",
     "RELAY_MAX_ATTEMPTS": "three", "RELAY_RETRY_DEADLINE": "0", "RELAY_COOLDOWN_SECONDS": "inf",
     "RELAY_REPROBE_SECONDS": "1e999", "RELAY_THINKING_VARIANTS": "maybe", "RELAY_DB": None,
-    "REDIS_URL": "localhost:6379", "RELAY_ADMIN_TOKEN": None,
+    "REDIS_URL": "localhost:6379", "RELAY_ADMIN_TOKEN": None, "RELAY_TLS_CERT": "/nonexistent/cert.pem",
+    "RELAY_TLS_KEY": "/nonexistent/key.pem",
 }
 DECLARED_VARIABLES = [setting.env for setting in (*SETTINGS, *UPSTREAM_FIELDS) if setting.env]
 
@@ -95,3 +96,13 @@ def test_settings_modules_load_only_the_standard_library():
     loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, check=True, capture_output=True, text=True,
                             timeout=60).stdout.split()
     assert loaded == []
+
+
+def test_tls_certificate_and_key_go_together(tmp_path):
+    pem = tmp_path / "cert.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"RELAY_TLS_CERT": str(pem)})
+    assert raised.value.setting == "RELAY_TLS_KEY" and "set both" in str(raised.value)
+    settings = load_settings({"RELAY_TLS_CERT": str(pem), "RELAY_TLS_KEY": str(pem)})
+    assert settings.tls_cert == settings.tls_key == str(pem)

@@ -33,6 +33,7 @@ class Client:
     tpm: int | None = None
     daily_tokens: int | None = None
     models: tuple = ()
+    live_sessions: int | None = None  # concurrent Live API sessions
     passthrough_key: str | None = field(default=None, repr=False)
 
 
@@ -87,7 +88,10 @@ class Authenticator:
             raise Unauthenticated("Request is missing an API key. Pass it as x-goog-api-key, a Bearer token or ?key=.")
         if not self.managed:
             return Client(name=f"passthrough:…{key[-4:]}", kind="passthrough", passthrough_key=key)
-        digest = hash_key(key)
+        return self.authenticate_digest(hash_key(key))
+
+    def authenticate_digest(self, digest):
+        """The Client whose key has this hash (managed mode): how a Live token finds the key that minted it."""
         name = None
         for static_digest, static_name in self._static:  # no early exit: constant work whichever key matches
             if hmac.compare_digest(digest, static_digest):
@@ -104,6 +108,7 @@ class Authenticator:
         return Client(
             name=record["name"], kind="managed", rpm=record.get("rpm"), tpm=record.get("tpm"),
             daily_tokens=record.get("daily_tokens"), models=tuple(record.get("models") or ()),
+            live_sessions=record.get("live_sessions"),
         )
 
     def _lookup(self, digest):

@@ -77,7 +77,8 @@ def _days(ctx, param, value):
 @click.option("--models", callback=_models,
               help='Comma-separated model globs the key may use, e.g. "gemini-2.5-*,gemini-3-*" (default: all).')
 @click.option("--expires", callback=_expiry, help="Last day the key works (YYYY-MM-DD, UTC).")
-def create(name, rpm, tpm, daily_tokens, models, expires):
+@click.option("--live-sessions", type=int, callback=_positive, help="Live API sessions open at once.")
+def create(name, rpm, tpm, daily_tokens, models, expires, live_sessions):
     """Create a key called NAME and print it (once: only its hash is kept)."""
     if expires and expired(expires, time.time()):
         raise click.BadParameter(f"{expires} is in the past", param_hint="'--expires'")
@@ -85,6 +86,7 @@ def create(name, rpm, tpm, daily_tokens, models, expires):
     record = {
         "name": name, "key_hash": hash_key(key), "created": time.time(), "rpm": rpm, "tpm": tpm,
         "daily_tokens": daily_tokens, "models": models, "expires": expires, "revoked": False, "hint": key[-4:],
+        "live_sessions": live_sessions,
     }
     try:
         _store().add_client_key(record)
@@ -102,11 +104,12 @@ def list_keys():
         records = _store().list_client_keys()
     except StoreError as error:
         raise click.ClickException(f"the store could not be read: {error}") from None
-    rows = [("NAME", "KEY", "RPM", "TPM", "DAILY", "MODELS", "EXPIRES", "CREATED", "LAST USED", "STATUS")]
+    rows = [("NAME", "KEY", "RPM", "TPM", "DAILY", "LIVE", "MODELS", "EXPIRES", "CREATED", "LAST USED", "STATUS")]
     for record in sorted(records, key=lambda record: record["name"]):
         rows.append((
             record["name"], f"…{record.get('hint', '')}", _text(record.get("rpm")), _text(record.get("tpm")),
-            _text(record.get("daily_tokens")), ",".join(record.get("models") or []) or "*", _text(record.get("expires")),
+            _text(record.get("daily_tokens")), _text(record.get("live_sessions")),
+            ",".join(record.get("models") or []) or "*", _text(record.get("expires")),
             _when(record.get("created")), _when(record.get("last_used")), _status(record),
         ))
     _table(rows)

@@ -39,6 +39,8 @@ METHODS = {
         # A cache's answer carries its token count: charged once, when it is created, never when it is read.
         *(Method(f"cachedContents.{action}", takes_body=action == "patch", on_model=False, body_model=None,
                  accounts_usage=False) for action in ("list", "get", "patch", "delete")),
+        # The Live API's setup message: its generationConfig sits at the top, as in generateContent.
+        Method("bidiGenerateContent", on_model=False, body_model=None, generate_request_in=""),
     )
 }
 MODEL_METHODS = tuple(name for name, method in METHODS.items() if method.on_model)

@@ -178,6 +178,31 @@ class Store(abc.ABC):
     def get_counter(self, counter: str) -> int:
         """Return the counter, 0 when missing or expired."""
 
+    # Live sessions: small expiring records (ephemeral tokens) and leases (concurrent sessions per key)
+
+    @abc.abstractmethod
+    def put_record(self, kind: str, name: str, record: dict, expire_at: float) -> None:
+        """Store a small JSON-able record under (kind, name) until `expire_at`, replacing any there.
+
+        The backend may drop it at expire_at by the wall clock, to reclaim space.
+        """
+
+    @abc.abstractmethod
+    def get_record(self, kind: str, name: str, now: float) -> dict | None:
+        """Return the record, or None when missing or expired (expire_at <= now)."""
+
+    @abc.abstractmethod
+    def acquire_lease(self, group: str, holder: str, limit: int, until: float, now: float) -> bool:
+        """Hold `holder`'s lease in `group` until `until`, atomically: a lease it holds already is renewed,
+        a new one is taken only while fewer than `limit` unexpired (until > now) leases are held.
+
+        Returns whether `holder` holds the lease now.
+        """
+
+    @abc.abstractmethod
+    def release_lease(self, group: str, holder: str) -> None:
+        """Give the lease back; releasing a lease not held is not an error."""
+
     # Usage records
 
     @abc.abstractmethod

@@ -95,10 +95,20 @@ for i = 1, #ARGV, 2 do
     end
 end
 """
+# KEYS: the group's leases zset (holder -> until). ARGV: holder, limit, until, now.
+ACQUIRE_LEASE_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], math.ceil(tonumber(last[2]) * 1000))
+return 1
+"""
 SCRIPTS = {
     "blocked_keys": BLOCKED_KEYS_LUA, "cool_down": COOL_DOWN_LUA, "bucket": BUCKET_LUA,
     "add_client_key": ADD_CLIENT_KEY_LUA, "client_key_by_hash": CLIENT_KEY_BY_HASH_LUA,
-    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA, **RESOURCE_SCRIPTS,
+    "touch_client_keys": TOUCH_CLIENT_KEYS_LUA, "write_usage": WRITE_USAGE_LUA, "acquire_lease": ACQUIRE_LEASE_LUA,
+    **RESOURCE_SCRIPTS,
 }
 
 
@@ -314,6 +324,27 @@ class RedisStore(Store):
 
     def get_counter(self, counter):
         return int(self._redis().get(self._key("counter", counter)) or 0)
+
+    # Live sessions
+
+    def put_record(self, kind, name, record, expire_at):
+        # The wall-clock TTL only reclaims memory; get_record judges expiry by the caller's `now`.
+        self._redis().set(self._key("record", kind, name), orjson.dumps({"record": record, "expire_at": expire_at}),
+                          pxat=max(1, int(expire_at * 1000)))
+
+    def get_record(self, kind, name, now):
+        stored = self._redis().get(self._key("record", kind, name))
+        if stored is None:
+            return None
+        entry = orjson.loads(stored)
+        return entry["record"] if entry["expire_at"] > now else None
+
+    def acquire_lease(self, group, holder, limit, until, now):
+        arguments = [holder, int(limit), repr(until), repr(now)]
+        return bool(self._run("acquire_lease", [self._key("leases", group)], arguments))
+
+    def release_lease(self, group, holder):
+        self._redis().zrem(self._key("leases", group), holder)
 
     # Usage records
 

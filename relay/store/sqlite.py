@@ -38,6 +38,10 @@ CREATE TABLE IF NOT EXISTS usage (
     route TEXT);
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_client_ts ON usage (client, ts);
+CREATE TABLE IF NOT EXISTS records (
+    kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, expire_at REAL NOT NULL, PRIMARY KEY (kind, name));
+CREATE INDEX IF NOT EXISTS records_expire_at ON records (expire_at);
+CREATE TABLE IF NOT EXISTS leases (grp TEXT NOT NULL, holder TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (grp, holder));
 """
 
 USAGE_COLUMNS = tuple(USAGE_DEFAULTS)
@@ -301,6 +305,32 @@ class SqliteStore(Store):
     def get_counter(self, counter):
         rows = self._read("SELECT value FROM counters WHERE name = ? AND expires_at > ?", (counter, time.time()))
         return rows[0][0] if rows else 0
+
+    # Live sessions
+
+    def put_record(self, kind, name, record, expire_at):
+        with self._write() as connection:
+            connection.execute("DELETE FROM records WHERE expire_at <= ?", (time.time(),))
+            connection.execute("INSERT OR REPLACE INTO records (kind, name, record, expire_at) VALUES (?, ?, ?, ?)",
+                               (kind, name, orjson.dumps(record), expire_at))
+
+    def get_record(self, kind, name, now):
+        rows = self._read("SELECT record FROM records WHERE kind = ? AND name = ? AND expire_at > ?", (kind, name, now))
+        return orjson.loads(rows[0][0]) if rows else None
+
+    def acquire_lease(self, group, holder, limit, until, now):
+        with self._write() as connection:
+            connection.execute("DELETE FROM leases WHERE grp = ? AND until <= ?", (group, now))
+            held = connection.execute("SELECT holder FROM leases WHERE grp = ?", (group,)).fetchall()
+            if holder not in {row[0] for row in held} and len(held) >= limit:
+                return False
+            connection.execute("INSERT OR REPLACE INTO leases (grp, holder, until) VALUES (?, ?, ?)",
+                               (group, holder, until))
+        return True
+
+    def release_lease(self, group, holder):
+        with self._write() as connection:
+            connection.execute("DELETE FROM leases WHERE grp = ? AND holder = ?", (group, holder))
 
     # Usage records
 

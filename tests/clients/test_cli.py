@@ -89,10 +89,12 @@ def test_create_prints_a_fresh_key_once_and_stores_only_its_hash(cli, store, db_
 
 
 def test_a_created_key_authenticates_with_its_limits(cli, store):
-    key = created_key(cli, "alice", "--rpm", "5", "--models", "gemini-2.5-*")
+    key = created_key(cli, "alice", "--rpm", "5", "--models", "gemini-2.5-*", "--live-sessions", "2")
     client = authenticator(store).authenticate(key)
     assert (client.name, client.kind, client.rpm, client.tpm, client.models) == ("alice", "managed", 5, None,
                                                                                 ("gemini-2.5-*",))
+    assert client.live_sessions == 2
+    assert authenticator(store).authenticate_digest(hash_key(key)) == client
     with pytest.raises(Unauthenticated):
         authenticator(store).authenticate(key[:-1] + ("A" if key[-1] != "A" else "B"))
 
@@ -155,22 +157,23 @@ def test_store_failures_are_reported_not_raised(cli, monkeypatch, store):
 # --- list and revoke ----------------------------------------------------------------------------------------
 
 def test_list_shows_limits_and_use_never_the_key(cli, store):
-    alice = created_key(cli, "alice", "--rpm", "60", "--models", "gemini-2.5-*", "--expires", "2099-01-31")
+    alice = created_key(cli, "alice", "--rpm", "60", "--models", "gemini-2.5-*", "--expires", "2099-01-31",
+                        "--live-sessions", "3")
     bob = created_key(cli, "bob", "--daily-tokens", "5000")
     cli("revoke", "bob")
     store.touch_client_keys({"alice": datetime(2026, 5, 4, 3, 2, tzinfo=timezone.utc).timestamp()})
     result = cli("list")
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0].split() == ["NAME", "KEY", "RPM", "TPM", "DAILY", "MODELS", "EXPIRES", "CREATED", "LAST", "USED",
-                                "STATUS"]
+    assert lines[0].split() == ["NAME", "KEY", "RPM", "TPM", "DAILY", "LIVE", "MODELS", "EXPIRES", "CREATED", "LAST",
+                                "USED", "STATUS"]
     alice_line, bob_line = lines[1].split(), lines[2].split()
     today = date.today().isoformat()
-    assert alice_line[:7] == ["alice", f"…{alice[-4:]}", "60", "-", "-", "gemini-2.5-*", "2099-01-31"]
-    assert alice_line[7] in (today, (date.today() - timedelta(days=1)).isoformat(),
+    assert alice_line[:8] == ["alice", f"…{alice[-4:]}", "60", "-", "-", "3", "gemini-2.5-*", "2099-01-31"]
+    assert alice_line[8] in (today, (date.today() - timedelta(days=1)).isoformat(),
                              (date.today() + timedelta(days=1)).isoformat())
     assert alice_line[-3:] == ["2026-05-04", "03:02", "active"]
-    assert bob_line[:7] == ["bob", f"…{bob[-4:]}", "-", "-", "5000", "*", "-"]
+    assert bob_line[:8] == ["bob", f"…{bob[-4:]}", "-", "-", "5000", "-", "*", "-"]
     assert bob_line[-2:] == ["-", "revoked"]
     for key in (alice, bob):
         assert key not in result.output and key[9:20] not in result.output

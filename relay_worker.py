@@ -3,7 +3,7 @@ its JSON logger, and the master's start-up (settings checked once, the start-up 
 
 It imports gunicorn, gevent and, of relay, only modules that load nothing but the standard library
 (relay, relay.config, relay.errors, relay.observability.logs): the master must not load requests, ssl-using
-clients or Flask before gevent patches each worker (tests/test_worker.py checks this).
+clients or Flask before gevent patches each worker (tests/test_relay_worker.py checks this).
 """
 
 import errno

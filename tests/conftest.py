@@ -1,8 +1,10 @@
 """This module provides the shared unit-test fixtures: apps built from a settings dict, a mocked upstream, the access log.
 
-Apps never read ``os.environ`` (``create_app(environ=...)``), each gets its own SQLite file under
-``tmp_path``, and ``RELAY_UPSTREAM_URL`` defaults to :data:`UPSTREAM_URL`, which ``mock_upstream``
-answers for.  Nothing here reads ``/work/shared``: recorded traffic lives in ``tests/fixtures/gemini``.
+Tests build apps only through ``app_factory`` / ``module_app_factory`` (tests/test_layout_tests.py checks it):
+apps never read ``os.environ`` (``create_app(environ=...)``), each gets its own SQLite file under
+``tmp_path``, ``RELAY_UPSTREAM_URL`` defaults to :data:`tests.support.UPSTREAM_URL`, which ``mock_upstream``
+answers for, and every app is shut down after its test (or module).  Shared constants live in
+``tests.support``.  Nothing here reads ``/work/shared``: recorded traffic lives in ``tests/fixtures/gemini``.
 """
 
 import json
@@ -15,19 +17,22 @@ import responses
 from relay import create_app
 from relay.observability import accesslog
 from relay.store import open_store
+from tests.support import MANAGED, UPSTREAM_URL
 from tests.support.redis_server import start_redis
-
-UPSTREAM_URL = "http://upstream.test"
 
 
 def _factory(directory):
     """A builder of relay apps whose SQLite files live in ``directory``, and the list of apps it built."""
     apps = []
 
-    def build(env=None, **kwargs):
-        environ = {"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(directory / f"relay-{len(apps)}.db")}
-        environ.update(env or {})
-        app = create_app(environ=environ, check_open=False, **kwargs)
+    def build(env=None, *, environ=None, check_open=False, **kwargs):
+        if environ is None:
+            environ = {"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(directory / f"relay-{len(apps)}.db")}
+            environ.update(env or {})
+            environ = {name: value for name, value in environ.items() if value is not None}
+        elif env is not None:
+            raise TypeError("env goes over the defaults, environ replaces them: pass one of them")
+        app = create_app(environ=environ, check_open=check_open, **kwargs)
         apps.append(app)
         return app
 
@@ -36,7 +41,13 @@ def _factory(directory):
 
 @pytest.fixture
 def app_factory(tmp_path):
-    """``app_factory({"RELAY_API_KEYS": "..."})`` builds a fresh relay app; extra keyword arguments go to create_app."""
+    """``app_factory({"RELAY_API_KEYS": "..."})`` builds a fresh relay app, shut down after the test.
+
+    ``env`` goes over the defaults (upstream :data:`UPSTREAM_URL`, a database file of its own); a None value
+    removes a default.  ``environ=`` is the whole environment instead (e.g. ``{}`` with ``store=``);
+    ``check_open=True`` refuses an open relay as production start-up does; ``overrides=`` and ``store=`` go
+    to create_app.
+    """
     build, apps = _factory(tmp_path)
     yield build
     for app in apps:
@@ -54,6 +65,19 @@ def module_app_factory(tmp_path_factory):
     yield build
     for app in apps:
         app.relay_shutdown()
+
+
+@pytest.fixture(scope="module")
+def managed(request, module_app_factory):
+    """A test client of the module's managed-mode app: the module's ``MANAGED`` settings, else
+    :data:`tests.support.MANAGED` (relay's upstream key, one client key)."""
+    return module_app_factory(getattr(request.module, "MANAGED", MANAGED)).test_client()
+
+
+@pytest.fixture(scope="module")
+def passthrough(module_app_factory):
+    """A test client of the module's passthrough app: no upstream keys, the caller's own key goes upstream."""
+    return module_app_factory({}).test_client()
 
 
 @pytest.fixture

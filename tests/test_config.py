@@ -340,4 +340,5 @@ def test_a_bad_file_fails_app_start_up(tmp_path):
         weight = -2
     """)
     with pytest.raises(ConfigError, match=r"relay\.toml:3: upstream 'google': weight = -2"):
+        # direct create_app: its own start-up is the subject (no app comes out for the factory to keep)
         create_app(environ={"RELAY_CONFIG": path, "RELAY_DB": str(tmp_path / "relay.db")}, check_open=False)

@@ -3,25 +3,17 @@
 import json
 import logging
 import socket
-from pathlib import Path
 
 import pytest
 import requests
 
 import relay.api.gemini
+from tests.support import AUTH, CALLER_KEY, ERRORS, GOOGLE_JSON, MANAGED, UPSTREAM_KEY
+from tests.support import GENERATE as GENERATE_PATH
+from tests.support import STREAM as STREAM_PATH
+from tests.support import UPSTREAM_URL as UPSTREAM
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
-UPSTREAM_KEY = "AIzaUpstreamKey-0123456789abcdefXYZ"
-CLIENT_KEY = "relay-client-key-0123456789abcdef"
-CALLER_KEY = "AIzaCallersOwnKey-fedcba9876543210"
-MANAGED = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": CLIENT_KEY}
-AUTH = {"x-goog-api-key": CLIENT_KEY}
-MODEL = "gemini-2.5-flash"
-GENERATE_PATH = f"/v1beta/models/{MODEL}:generateContent"
-STREAM_PATH = f"/v1beta/models/{MODEL}:streamGenerateContent"
 BODY = {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}
-GOOGLE_JSON = "application/json; charset=UTF-8"
-ERRORS = Path(__file__).parent / "fixtures" / "gemini" / "errors"
 # Every shape a model call can take: unary, JSON-array stream, SSE stream.
 CALL_SHAPES = [("unary", GENERATE_PATH), ("array", STREAM_PATH), ("sse", STREAM_PATH + "?alt=sse")]
 SHAPE_IDS = [shape for shape, _ in CALL_SHAPES]

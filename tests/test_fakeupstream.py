@@ -8,10 +8,8 @@ import time
 import pytest
 import requests
 
-try:
-    from tests.e2e.harness import FIXTURES, FakeUpstream, body_bytes, genai_client, header_values, http, wait_until
-except ImportError:  # pytest's default rootdir-relative import puts tests/ (not the repo root) on sys.path
-    from e2e.harness import FIXTURES, FakeUpstream, body_bytes, genai_client, header_values, http, wait_until
+from tests.e2e.harness import FIXTURES, body_bytes, genai_client, header_values, http, wait_until
+from tests.support import fake_upstream
 
 SSE_FIXTURE = "stream_sse/js-genai__Chats_Tests_sendMessage_Google_AI_with_text_stream.http.0.sse.txt"
 ARRAY_FIXTURE = "stream_json_array/llm-gemini__test_prompt.0.jsonarray.txt"
@@ -19,17 +17,7 @@ UNARY_FIXTURE = "generate_text/js-genai__Chats_Tests_sendMessage_Google_AI_with_
 
 pytestmark = pytest.mark.timeout(60)
 
-
-@pytest.fixture(scope="module")
-def fake_process(tmp_path_factory):
-    with FakeUpstream(tmp_path_factory.mktemp("fake")) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_process):
-    fake_process.reset()
-    return fake_process
+fake_process, fake = fake_upstream.fake_process, fake_upstream.fake  # the shared fixtures
 
 
 def raw_exchange(port: int, request: bytes, timeout: float = 10) -> bytes:

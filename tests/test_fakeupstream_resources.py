@@ -20,8 +20,9 @@ import requests
 import responses
 from google.genai import errors, types
 
-from tests.e2e.harness import PROXY_VARIABLES, REPO_ROOT, FakeUpstream, genai_client, http, wait_until
+from tests.e2e.harness import REPO_ROOT, genai_client, http, wait_until
 from tests.fakeupstream import inprocess
+from tests.support import fake_upstream
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -36,21 +37,7 @@ def denied(file_id: str, kind: str = "File") -> dict:
     return {"error": {"code": 403, "message": message, "status": "PERMISSION_DENIED"}}
 
 
-@pytest.fixture(scope="module")
-def fake_process(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        for name in list(os.environ):
-            if name.upper() in PROXY_VARIABLES or name in ("GEMINI_API_KEY", "GOOGLE_API_KEY",
-                                                           "GOOGLE_GENAI_API_VERSION"):
-                patch.delenv(name)
-        with FakeUpstream(tmp_path_factory.mktemp("fake")) as fake:
-            yield fake
-
-
-@pytest.fixture
-def fake(fake_process):
-    fake_process.reset()
-    return fake_process
+fake_process, fake = fake_upstream.fake_process, fake_upstream.fake  # the shared fixtures
 
 
 def key(upstream_key: str | None) -> dict:

@@ -14,10 +14,9 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relay import create_app
 from relay.errors import RelayError
 from relay.schemas import SCHEMAS, validate_body
-from tests.conftest import UPSTREAM_URL
+from tests.support import UPSTREAM_URL
 from tests.fakeupstream import inprocess
 
 CLIENT_KEY = "client-key-fuzz-Zz99"
@@ -112,12 +111,8 @@ def test_deep_nesting_is_a_400_not_a_crash():
 
 
 @pytest.fixture(scope="module")
-def relay_app(tmp_path_factory):
-    db = tmp_path_factory.mktemp("fuzz") / "relay.db"
-    app = create_app(environ={"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(db), "RELAY_UPSTREAM_KEYS": "up-fuzz",
-                              "RELAY_API_KEYS": CLIENT_KEY, "RELAY_MAX_BODY_MB": "1"}, check_open=False)
-    yield app
-    app.relay_shutdown()
+def relay_app(module_app_factory):
+    return module_app_factory({"RELAY_UPSTREAM_KEYS": "up-fuzz", "RELAY_API_KEYS": CLIENT_KEY, "RELAY_MAX_BODY_MB": "1"})
 
 
 @pytest.fixture

@@ -2,118 +2,24 @@
 
 Managed mode with three upstream keys and two client keys: a cache lives under the upstream key that
 created it, every request naming it goes to that key, and only the client that created it may see it.
+The fake Google and the apps are tests/support/ownership.py's.
 """
 
 import json
-import re
 import time
-from datetime import datetime, timezone
 
 import pytest
-import responses
 
-from relay import create_app
 from relay.ownership import parse_timestamp
 from relay.store import StoreError
 from relay.upstream.pool import key_id
+from tests.support import MODEL
+from tests.support import ownership
+from tests.support.ownership import CONTENTS, OWNER, STRANGER, UPSTREAM_KEYS, as_client, create_cache, make_app
 
-UPSTREAM = "https://upstream.test"
-UPSTREAM_KEYS = ("up-key-aaaa-1111", "up-key-bbbb-2222", "up-key-cccc-3333")
-OWNER, STRANGER = "client-key-owner-7Qm2", "client-key-stranger-9Zx4"
-MODEL = "gemini-2.5-flash"
-CONTENTS = [{"role": "user", "parts": [{"text": "Summarise the transcript."}]}]
-GENERATED = {
-    "candidates": [{"content": {"parts": [{"text": "A summary."}], "role": "model"}, "finishReason": "STOP"}],
-    "usageMetadata": {"promptTokenCount": 10, "cachedContentTokenCount": 8, "candidatesTokenCount": 2,
-                      "totalTokenCount": 12},
-    "modelVersion": MODEL,
-}
+google, app, client = ownership.google, ownership.app, ownership.client  # the shared fixtures
+
 DENIED = "CachedContent not found (or permission denied)"
-
-
-def rfc3339(epoch):
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "123Z"
-
-
-class FakeGoogle:
-    """Just enough of Google's cachedContents and generate endpoints, remembering which key made each call."""
-
-    def __init__(self, mock):
-        self.calls = []  # (method, path, upstream key, body)
-        self.caches = {}
-        self.count = 0
-        pattern = re.compile(re.escape(UPSTREAM) + r"/v1beta/.*")
-        for method in ("GET", "POST", "PATCH", "DELETE"):
-            mock.add_callback(method, pattern, callback=lambda request: self.answer(request))
-
-    def answer(self, request):
-        path = request.path_url.split("?")[0]
-        body = json.loads(request.body) if request.body else None
-        key = request.headers.get("x-goog-api-key")
-        self.calls.append((request.method, path, key, body))
-        if path == "/v1beta/cachedContents" and request.method == "POST":
-            self.count += 1
-            name = f"cachedContents/cache{self.count}"
-            ttl = float(body.get("ttl", "3600s").rstrip("s"))
-            self.caches[name] = {"name": name, "model": body["model"], "createTime": rfc3339(time.time()),
-                                 "expireTime": rfc3339(time.time() + ttl), "displayName": "",
-                                 "usageMetadata": {"totalTokenCount": 323383}}
-            return 200, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(self.caches[name], indent=2)
-        if path == "/v1beta/cachedContents":
-            return 200, {}, json.dumps({"cachedContents": list(self.caches.values())})
-        if path.startswith("/v1beta/cachedContents/"):
-            name = path.removeprefix("/v1beta/")
-            if request.method == "DELETE":
-                self.caches.pop(name, None)
-                return 200, {}, "{}\n"
-            if request.method == "PATCH":
-                self.caches[name] = dict(self.caches[name], expireTime=rfc3339(time.time() + 7200))
-            return 200, {}, json.dumps(self.caches[name], indent=2)
-        if path.endswith(":streamGenerateContent"):
-            event = json.dumps(GENERATED, separators=(",", ": "))
-            return 200, {"Content-Type": "text/event-stream"}, f"data: {event}\r\n\r\n"
-        if path.endswith(":countTokens"):
-            return 200, {}, json.dumps({"totalTokens": 10})
-        return 200, {"Content-Type": "application/json; charset=UTF-8"}, json.dumps(GENERATED, indent=2)
-
-    def keys_for(self, path_fragment):
-        return [key for _, path, key, _ in self.calls if path_fragment in path]
-
-
-def make_app(tmp_path, **environ):
-    base = {"RELAY_UPSTREAM_URL": UPSTREAM, "RELAY_UPSTREAM_KEYS": ",".join(UPSTREAM_KEYS),
-            "RELAY_API_KEYS": f"{OWNER},{STRANGER}", "RELAY_DB": str(tmp_path / "relay.db")}
-    base.update(environ)
-    return create_app(environ={name: value for name, value in base.items() if value is not None}, check_open=True)
-
-
-@pytest.fixture
-def google():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeGoogle(mock)
-
-
-@pytest.fixture
-def app(tmp_path, google):
-    app = make_app(tmp_path)
-    yield app
-    app.relay_shutdown()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
-
-
-def as_client(key):
-    return {"x-goog-api-key": key, "Content-Type": "application/json"}
-
-
-def create_cache(client, key=OWNER, ttl="300s"):
-    response = client.post("/v1beta/cachedContents", headers=as_client(key),
-                           json={"model": f"models/{MODEL}", "contents": CONTENTS, "ttl": ttl})
-    assert response.status_code == 200, response.data
-    return response.get_json()["name"]
 
 
 def generate(client, key=OWNER, cache=None, model=MODEL):
@@ -293,17 +199,14 @@ def test_store_outage_is_not_reported_as_permission_denied(app, client, google, 
     assert response.status_code == 503 and response.get_json()["error"]["status"] == "UNAVAILABLE"
 
 
-def test_passthrough_mode_forwards_caches_with_the_callers_key(tmp_path, google):
-    app = make_app(tmp_path, RELAY_UPSTREAM_KEYS=None, RELAY_API_KEYS=None)
-    try:
-        client = app.test_client()
-        name = create_cache(client, key="callers-own-google-key")
-        assert generate(client, key="callers-own-google-key", cache=name).status_code == 200
-        assert client.get("/v1beta/cachedContents", headers=as_client("callers-own-google-key")).status_code == 200
-        assert {key for _, _, key, _ in google.calls} == {"callers-own-google-key"}
-        assert [path for method, path, _, _ in google.calls if method == "GET"] == ["/v1beta/cachedContents"]
-    finally:
-        app.relay_shutdown()
+def test_passthrough_mode_forwards_caches_with_the_callers_key(app_factory, google):
+    app = make_app(app_factory, RELAY_UPSTREAM_KEYS=None, RELAY_API_KEYS=None)
+    client = app.test_client()
+    name = create_cache(client, key="callers-own-google-key")
+    assert generate(client, key="callers-own-google-key", cache=name).status_code == 200
+    assert client.get("/v1beta/cachedContents", headers=as_client("callers-own-google-key")).status_code == 200
+    assert {key for _, _, key, _ in google.calls} == {"callers-own-google-key"}
+    assert [path for method, path, _, _ in google.calls if method == "GET"] == ["/v1beta/cachedContents"]
 
 
 # -- timestamps --------------------------------------------------------------------------------------------

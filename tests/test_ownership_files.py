@@ -8,41 +8,17 @@ import json
 import time
 
 import pytest
-import responses
 
 from relay.store import StoreError
 from relay.upstream.pool import key_id
 from tests.plugins.test_affinity import HOSTILE
-from tests.test_ownership import (
-    MODEL,
-    OWNER,
-    STRANGER,
-    UPSTREAM_KEYS,
-    FakeGoogle,
-    as_client,
-    create_cache,
-    make_app,
-)
+from tests.support import MODEL
+from tests.support import ownership
+from tests.support.ownership import OWNER, STRANGER, UPSTREAM_KEYS, as_client, create_cache, make_app
+
+google, app, client = ownership.google, ownership.app, ownership.client  # the shared fixtures
 
 GOOGLE = "https://generativelanguage.googleapis.com"
-
-
-@pytest.fixture
-def google():
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield FakeGoogle(mock)
-
-
-@pytest.fixture
-def app(tmp_path, google):
-    app = make_app(tmp_path)
-    yield app
-    app.relay_shutdown()
-
-
-@pytest.fixture
-def client(app):
-    return app.test_client()
 
 
 def own_file(app, file_id, upstream_key, client_key=OWNER, ttl=3600):
@@ -183,15 +159,12 @@ def test_a_store_outage_is_503_not_403(app, client, google, monkeypatch):
     assert google.calls == []
 
 
-def test_passthrough_forwards_file_references_untouched(tmp_path, google):
-    app = make_app(tmp_path, RELAY_UPSTREAM_KEYS=None, RELAY_API_KEYS=None)
-    try:
-        client = app.test_client()
-        body = with_files("files/anything", "files/../x", f"{GOOGLE}.evil.com/v1beta/files/x")
-        assert generate(client, body, key="callers-own-google-key").status_code == 200
-        assert [(key, sent) for _, _, key, sent in google.calls] == [("callers-own-google-key", body)]
-    finally:
-        app.relay_shutdown()
+def test_passthrough_forwards_file_references_untouched(app_factory, google):
+    app = make_app(app_factory, RELAY_UPSTREAM_KEYS=None, RELAY_API_KEYS=None)
+    client = app.test_client()
+    body = with_files("files/anything", "files/../x", f"{GOOGLE}.evil.com/v1beta/files/x")
+    assert generate(client, body, key="callers-own-google-key").status_code == 200
+    assert [(key, sent) for _, _, key, sent in google.calls] == [("callers-own-google-key", body)]
 
 
 def test_references_are_bounded_before_the_store_is_asked(app, client, google, monkeypatch):

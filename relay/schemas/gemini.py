@@ -63,7 +63,7 @@ class ContentList(ItemList):
 # Nearly every turn is plain: a role, and parts of text, inline or file data, function calls.  Checked in
 # plain Python a turn costs about a microsecond instead of marshmallow's 30-50 (a 100,000-turn body took
 # seconds).  What is not plain goes through the schema, which alone words the errors; so these must
-# accept nothing the schema would refuse (tests/schemas/test_validation_run.py checks that on random input,
+# accept nothing the schema would refuse (tests/schemas/test_run.py checks that on random input,
 # and that every field Part declares has a check here).  Unknown fields pass, as they pass the schema.
 
 def _plain_base64(value):

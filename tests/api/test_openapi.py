@@ -10,8 +10,7 @@ import pytest
 import responses
 from hypothesis import HealthCheck, settings
 
-from relay import create_app
-from tests.conftest import UPSTREAM_URL
+from tests.support import UPSTREAM_URL
 from tests.fakeupstream import inprocess
 
 if os.environ.get("CI"):
@@ -32,12 +31,9 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def relay_app(tmp_path_factory):
-    db = tmp_path_factory.mktemp("openapi") / "relay.db"
-    app = create_app(environ={"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(db), "RELAY_UPSTREAM_KEYS": "up-openapi",
-                              "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN}, check_open=False)
-    yield app
-    app.relay_shutdown()
+def relay_app(module_app_factory):
+    return module_app_factory({"RELAY_UPSTREAM_KEYS": "up-openapi", "RELAY_API_KEYS": CLIENT_KEY,
+                               "RELAY_ADMIN_TOKEN": ADMIN_TOKEN})
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
+from tests.support import UPSTREAM_URL as UPSTREAM
+
 UPSTREAM_KEY = "AIzaUpstreamKey-routing-0123456789"
 CLIENT_KEY = "relay-client-key-routing-0123456789"
 ADMIN_TOKEN = "admin-token-routing-0123456789"

@@ -6,18 +6,16 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
-UPSTREAM_KEY = "AIzaUpstreamKey-0123456789abcdefXYZ"
-CLIENT_KEY = "relay-client-key-0123456789abcdef"
+from tests.support import BODY, CALLER_KEY, CLIENT_KEY, MODEL, UPSTREAM_KEY
+from tests.support import EMPTY_ANSWER as ANSWER
+from tests.support import GENERATE as GENERATE_PATH
+from tests.support import UPSTREAM_URL as UPSTREAM
+
 OTHER_CLIENT_KEY = "relay-other-client-key-9876543210"
 WRONG_KEY = "relay-wrong-key-aaaaaaaaaaaaaaaaaa"
-CALLER_KEY = "AIzaCallersOwnKey-fedcba9876543210"  # passthrough: the caller's own Google key
+# conftest's managed app takes these settings: two client keys, the other one listed first.
 MANAGED = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": f"{OTHER_CLIENT_KEY},{CLIENT_KEY}"}
-MODEL = "gemini-2.5-flash"
-GENERATE_PATH = f"/v1beta/models/{MODEL}:generateContent"
 GENERATE_URL = UPSTREAM + GENERATE_PATH
-BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}'
-ANSWER = b'{\n  "candidates": []\n}\n'
 
 
 def present(way, key):
@@ -78,16 +76,6 @@ def assert_no_client_credentials(sent, *keys):
         assert key not in sent.url
         assert all(key not in value for name, value in sent.headers.items() if name.lower() != "x-goog-api-key")
         assert key.encode() not in (sent.body or b"")
-
-
-@pytest.fixture(scope="module")
-def managed(module_app_factory):
-    return module_app_factory(MANAGED).test_client()
-
-
-@pytest.fixture(scope="module")
-def passthrough(module_app_factory):
-    return module_app_factory({}).test_client()
 
 
 # -- managed mode -----------------------------------------------------------------------------------

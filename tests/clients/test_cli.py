@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from relay import create_app
 from relay.clients.auth import Authenticator, hash_key
 from relay.config import Upstream, load_settings
 from relay.errors import Unauthenticated
 from relay.store import StoreError
+from tests.support import UPSTREAM_URL
 
 KEY_FORMAT = re.compile(r"^sk-relay-[A-Za-z0-9_-]{43}$")
-UPSTREAMS = (Upstream(name="google", url="http://upstream.test", keys=("up-key-cli-123456",)),)
+UPSTREAMS = (Upstream(name="google", url=UPSTREAM_URL, keys=("up-key-cli-123456",)),)
 
 
 @pytest.fixture
@@ -28,8 +28,8 @@ def db_path(tmp_path):
 
 
 @pytest.fixture
-def app(db_path):
-    return create_app(environ={"RELAY_DB": str(db_path)}, check_open=False)
+def app(app_factory, db_path):
+    return app_factory(environ={"RELAY_DB": str(db_path)})
 
 
 @pytest.fixture

@@ -10,18 +10,17 @@ from datetime import datetime, timezone
 import pytest
 import responses
 
-from relay import create_app
 from relay.clients.auth import Client, hash_key
 from relay.config import Upstream
 from relay.errors import PermissionDenied, ResourceExhausted
 from relay.clients.limits import Limits, model_allowed
 from relay.pipeline.forward import Call
 from relay.store import StoreError, open_store
+from tests.support import UPSTREAM_URL as UPSTREAM
 from tests.support.clock import FakeClock
+from tests.support.google import QUOTA_FAILURE, RETRY_INFO
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc).timestamp()
-QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
-RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 
 
 @pytest.fixture
@@ -238,7 +237,6 @@ def test_last_used_times_are_written_in_batches_and_kept_on_failure(store, clock
 
 # --- through the app: the bytes a client gets ---------------------------------------------------------------
 
-UPSTREAM = "http://upstream.test"
 UPSTREAM_KEY = "up-key-limits-123456"
 CLIENT_KEY = "sk-relay-limits-test-key-000001"
 REPLY = {"candidates": [{"content": {"parts": [{"text": "hi"}], "role": "model"}, "finishReason": "STOP"}],
@@ -253,11 +251,11 @@ def app_store(tmp_path):
 
 
 @pytest.fixture
-def client_of(app_store):
+def client_of(app_store, app_factory):
     def make(**record):
         app_store.add_client_key({"name": "team-a", "key_hash": hash_key(CLIENT_KEY), "created": START, **record})
-        app = create_app(overrides={"upstreams": (Upstream(name="google", url=UPSTREAM, keys=(UPSTREAM_KEY,)),)},
-                         environ={}, store=app_store, check_open=False)
+        upstreams = (Upstream(name="google", url=UPSTREAM, keys=(UPSTREAM_KEY,)),)
+        app = app_factory(environ={}, overrides={"upstreams": upstreams}, store=app_store)
         return app.test_client()
     return make
 

@@ -11,14 +11,13 @@ import time
 import pytest
 import urllib3
 
-from relay import create_app
 from relay.clients.auth import hash_key
 from relay.config import Upstream
 from relay.pipeline.forward import Call
 from relay.pipeline.streams import relay_stream, relay_unary_chunks
 from relay.store import StoreError, open_store
 from relay.clients.usage import UsageRecorder, token_counts, usage_row
-from tests.support import FIXTURES
+from tests.support import FIXTURES, UPSTREAM_URL
 
 
 # Recorded streams where Google's last usageMetadata differs from the earlier ones (promptTokenCount is
@@ -333,10 +332,16 @@ ADMIN_TOKEN = "admin-token-usage-view-1"
 TEAM_KEY = "sk-relay-usage-view-team-key-0001"
 
 
-def usage_app(store, **overrides):
-    settings = {"upstreams": (Upstream(name="google", url="http://upstream.test", keys=("up-key-view-123456",)),),
-                "admin_token": ADMIN_TOKEN, **overrides}
-    return create_app(overrides=settings, environ={}, store=store, check_open=False).test_client()
+@pytest.fixture
+def usage_app(app_factory):
+    """``usage_app(store, **settings)`` → a test client of an app on ``store`` with an admin token."""
+
+    def build(store, **overrides):
+        settings = {"upstreams": (Upstream(name="google", url=UPSTREAM_URL, keys=("up-key-view-123456",)),),
+                    "admin_token": ADMIN_TOKEN, **overrides}
+        return app_factory(environ={}, overrides=settings, store=store).test_client()
+
+    return build
 
 
 @pytest.fixture
@@ -354,7 +359,7 @@ def view_store(store):
     return store
 
 
-def test_the_admin_sees_everyones_usage(view_store):
+def test_the_admin_sees_everyones_usage(view_store, usage_app):
     client = usage_app(view_store)
     answer = client.get("/relay/usage?group=key&days=7", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).json
     assert answer["client"] is None and answer["days"] == 7 and answer["group"] == "key"
@@ -366,7 +371,7 @@ def test_the_admin_sees_everyones_usage(view_store):
 
 
 @pytest.mark.parametrize("headers", [{"x-goog-api-key": TEAM_KEY}, {"Authorization": f"Bearer {TEAM_KEY}"}])
-def test_a_client_key_sees_only_its_own_usage(view_store, headers):
+def test_a_client_key_sees_only_its_own_usage(view_store, headers, usage_app):
     answer = usage_app(view_store).get("/relay/usage?group=status", headers=headers)
     assert answer.status_code == 200
     assert answer.json["client"] == "team"
@@ -378,25 +383,25 @@ def test_a_client_key_sees_only_its_own_usage(view_store, headers):
 @pytest.mark.parametrize(("headers", "status"), [
     ({}, 401), ({"x-goog-api-key": "sk-relay-wrong"}, 401), ({"Authorization": "Bearer not-the-token"}, 401),
 ])
-def test_strangers_see_no_usage(view_store, headers, status):
+def test_strangers_see_no_usage(view_store, headers, status, usage_app):
     answer = usage_app(view_store).get("/relay/usage", headers=headers)
     assert answer.status_code == status and answer.json["error"]["status"] == "UNAUTHENTICATED"
 
 
-def test_passthrough_callers_have_no_usage_view(store):
-    client = usage_app(store, upstreams=(Upstream(name="google", url="http://upstream.test"),))
+def test_passthrough_callers_have_no_usage_view(store, usage_app):
+    client = usage_app(store, upstreams=(Upstream(name="google", url=UPSTREAM_URL),))
     answer = client.get("/relay/usage", headers={"x-goog-api-key": "AIza-some-google-key-1234"})
     assert answer.status_code == 403 and answer.json["error"]["status"] == "PERMISSION_DENIED"
     assert client.get("/relay/usage", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}).status_code == 200
 
 
 @pytest.mark.parametrize("query", ["days=0", "days=367", "days=seven", "group=client", "group="])
-def test_bad_usage_queries_are_400(view_store, query):
+def test_bad_usage_queries_are_400(view_store, query, usage_app):
     answer = usage_app(view_store).get(f"/relay/usage?{query}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
     assert answer.status_code == 400 and answer.json["error"]["status"] == "INVALID_ARGUMENT"
 
 
-def test_the_view_includes_rows_still_queued_in_this_worker(store):
+def test_the_view_includes_rows_still_queued_in_this_worker(store, usage_app):
     client = usage_app(store)
     services = client.application.extensions["relay"]
     services.usage.record(finished_call(42))
@@ -404,7 +409,7 @@ def test_the_view_includes_rows_still_queued_in_this_worker(store):
     assert answer.json["rows"][0]["total_tokens"] == 42 and not services.usage.queue
 
 
-def test_an_unreachable_store_is_503_and_keeps_the_queue(store, monkeypatch):
+def test_an_unreachable_store_is_503_and_keeps_the_queue(store, monkeypatch, usage_app):
     client = usage_app(store)
     services = client.application.extensions["relay"]
     services.usage.record(finished_call(1))
@@ -421,7 +426,7 @@ def test_an_unreachable_store_is_503_and_keeps_the_queue(store, monkeypatch):
     assert len(services.usage.queue) == 1
 
 
-def test_upstream_health_is_for_the_admin_only(store):
+def test_upstream_health_is_for_the_admin_only(store, usage_app):
     client = usage_app(store)
     assert client.get("/relay/upstreams").status_code == 401
     assert client.get("/relay/upstreams", headers={"x-goog-api-key": TEAM_KEY}).status_code == 401
@@ -433,7 +438,7 @@ def test_upstream_health_is_for_the_admin_only(store):
     assert answer.status_code == 403 and "RELAY_ADMIN_TOKEN" in answer.json["error"]["message"]
 
 
-def test_the_page_is_served_to_anyone_without_data(store):
+def test_the_page_is_served_to_anyone_without_data(store, usage_app):
     answer = usage_app(store).get("/relay/")
     assert answer.status_code == 200 and answer.mimetype == "text/html"
     assert answer.headers["Content-Security-Policy"].startswith("default-src 'none'")

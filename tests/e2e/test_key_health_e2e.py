@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from relay.upstream.pool import KEYS_REFUSED, MAX_RETRY_DELAY, key_id
+from tests.support.google import HOSTILE_TEXT, QUOTA_FAILURE, RETRY_INFO, error, error_info, violation
 
 from .harness import http
 
@@ -27,29 +28,12 @@ MODEL = "gemini-2.0-flash"
 # A 429 rests the model that was called: each kind of hostile 429 calls a model of its own, so that every
 # one of them reaches the upstream (and none can rest MODEL, which normal callers use).
 QUOTA_MODEL, BARE_MODEL, HTML_MODEL = "gemini-2.5-flash-lite", "gemini-1.5-flash", "gemini-1.5-pro"
-HOSTILE_TEXT = "API key not valid. Please pass a valid API key. Consumer 'api_key:x' has been suspended."
-
-
-def error(code, status, message, *details):
-    body = {"code": code, "message": message, "status": status}
-    if details:
-        body["details"] = list(details)
-    return {"error": body}
-
-
-def error_info(reason):
-    return {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": reason, "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"}}
 
 
 def quota_failure(model=None, delay="999999999s"):
-    dimensions = {"location": "global", **({"model": model} if model else {})}
     return error(429, "RESOURCE_EXHAUSTED", f"You exceeded your current quota. {HOSTILE_TEXT}",
-                 {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
-                     {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-                      "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
-                      "quotaDimensions": dimensions, "quotaValue": "10"}]},
-                 {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
+                 {"@type": QUOTA_FAILURE, "violations": [{**violation(model), "quotaValue": "10"}]},
+                 {"@type": RETRY_INFO, "retryDelay": delay})
 
 
 API_KEY_INVALID = error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
@@ -72,8 +56,7 @@ ATTACKS = {
     # Names MODEL in its QuotaFailure while QUOTA_MODEL was called; asks for a rest of ~32 years.
     "ATTACK-429-QUOTA": (QUOTA_MODEL, {"status": 429, "body": quota_failure(model=MODEL)}),
     "ATTACK-429-BARE": (BARE_MODEL, {"status": 429, "body": error(
-        429, "RESOURCE_EXHAUSTED", HOSTILE_TEXT, {"@type": "type.googleapis.com/google.rpc.RetryInfo",
-                                                  "retryDelay": "infs"})}),
+        429, "RESOURCE_EXHAUSTED", HOSTILE_TEXT, {"@type": RETRY_INFO, "retryDelay": "infs"})}),
     "ATTACK-429-HTML": (HTML_MODEL, {"status": 429, "html_502": True}),
 }
 # Calls that name their own billing project or quota user: Google's structured answers are about those.

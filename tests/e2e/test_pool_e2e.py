@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from tests.support.google import error, error_info
 from tests.support.redis_server import redis_server
 
 from .harness import FIXTURES, free_port, http, wait_until
@@ -28,10 +29,8 @@ STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
 BODY = json.dumps({"contents": [{"role": "user", "parts": [{"text": "why is the sky blue?"}]}]}).encode()
 SSE_BYTES = (FIXTURES / "stream_sse/js-genai__Chats_Tests_sendMessage_Google_AI_with_text_stream.http.0.sse.txt").read_bytes()
 # A revoked key, as Google refuses it: the verdict is ErrorInfo's reason, never the message.
-REVOKED_KEY = {"error": {"code": 400, "message": "API key not valid. Please pass a valid API key.",
-                         "status": "INVALID_ARGUMENT", "details": [
-                             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                              "domain": "googleapis.com", "metadata": {"service": "generativelanguage.googleapis.com"}}]}}
+REVOKED_KEY = error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
+                    error_info("API_KEY_INVALID"))
 
 
 def post(relay, path=GENERATE):

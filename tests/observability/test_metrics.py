@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 from relay.observability import metrics
 from tests.fakeupstream import inprocess
 
-from tests.conftest import UPSTREAM_URL
+from tests.support import UPSTREAM_URL
 from tests.support import REPO_ROOT
 
 UPSTREAM_KEY = "up-key-metrics-Aa11"

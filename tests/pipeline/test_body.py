@@ -10,16 +10,13 @@ from gunicorn.http.errors import ChunkMissingTerminator, InvalidChunkSize, NoMor
 from relay.errors import InvalidArgument
 from relay.pipeline import body as body_module
 from relay.pipeline.body import MAX_DEPTH, MAX_VALUES, parse_json, too_deep
+from tests.support import BODY, GENERATE, MODEL, UPSTREAM_KEY
+from tests.support import UPSTREAM_URL as UPSTREAM
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
 CLIENT_KEY = "relay-client-key-body-0123456789"
-MANAGED = {"RELAY_UPSTREAM_KEYS": "AIzaUpstreamKey-0123456789abcdefXYZ", "RELAY_API_KEYS": CLIENT_KEY,
-           "RELAY_MAX_BODY_MB": "1"}
+MANAGED = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": CLIENT_KEY, "RELAY_MAX_BODY_MB": "1"}
 AUTH = {"x-goog-api-key": CLIENT_KEY}
-MODEL = "gemini-2.5-flash"
-GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 LIMIT = 1024 * 1024
-BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}'
 
 
 class Stream:

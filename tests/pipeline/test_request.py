@@ -9,31 +9,18 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from relay.clients.auth import hash_key
+from tests.support import BODY, GENERATE, MODEL, STREAM
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
+# Keys of this module's own (conftest's managed app takes MANAGED).
 UPSTREAM_KEY = "AIzaUpstreamKey-request-0123456789"
 CLIENT_KEY = "relay-client-key-request-0123456789"
 CALLER_KEY = "AIzaCallersOwnKey-request-987654321"
 MANAGED = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": CLIENT_KEY}
 AUTH = {"x-goog-api-key": CLIENT_KEY}
-MODEL = "gemini-2.5-flash"
-GENERATE = f"/v1beta/models/{MODEL}:generateContent"
-STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent"
-BODY = b'{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}'
 USAGE = {"promptTokenCount": 4, "candidatesTokenCount": 7, "totalTokenCount": 11}
 ANSWER = {"candidates": [{"content": {"parts": [{"text": "Hi"}], "role": "model"}, "finishReason": "STOP"}],
           "usageMetadata": USAGE, "modelVersion": MODEL}
 ANY_URL = re.compile(r".*")
-
-
-@pytest.fixture(scope="module")
-def managed(module_app_factory):
-    return module_app_factory(MANAGED).test_client()
-
-
-@pytest.fixture(scope="module")
-def passthrough(module_app_factory):
-    return module_app_factory({}).test_client()
 
 
 def post(client, path, headers=AUTH, **kwargs):

@@ -1,8 +1,8 @@
-"""Unit tests of the failover loop (proxy.open_upstream) through the Flask test client, upstreams mocked
-with ``responses`` (conftest's ``mock_upstream``), key state in the app's real SQLite store.
+"""Unit tests of the failover loop (relay.pipeline.forward.open_upstream) through the Flask test client, upstreams
+mocked with ``responses`` (conftest's ``mock_upstream``), key state in the app's real SQLite store.
 
-Upstreams come from a relay.toml with one key each and distinct priorities, so the order of attempts is
-known: ``key-0`` first, then ``key-1``, ...
+Upstreams come from a relay.toml with one key each and distinct priorities (tests/upstream/conftest.py's
+``relay``), so the order of attempts is known: ``key-0`` first, then ``key-1``, ...
 """
 
 import json
@@ -14,80 +14,27 @@ import responses
 from responses import matchers
 
 from relay.upstream.pool import key_id
+from tests.support import ADMIN_TOKEN, ANSWER, CLIENT_KEY, GENERATE, MODEL, REQUEST
+from tests.support import UPSTREAM_URL as UPSTREAM
+from tests.support.google import ERROR_INFO, answer, quota_error
+from tests.support.google import error as google_error
 
-UPSTREAM = "http://upstream.test"
-CLIENT_KEY = "client-key-failover-0001"
-ADMIN_TOKEN = "admin-token-failover-0001"
-MODEL = "gemini-2.5-flash"
-GENERATE = f"/v1beta/models/{MODEL}:generateContent"
 STREAM = f"/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-REQUEST = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
-ANSWER = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}
 SSE_BODY = (b'data: {"candidates": [{"content": {"parts": [{"text": "h"}],"role": "model"}}]}\r\n\r\n'
             b'data: {"candidates": [{"content": {"parts": [{"text": "i"}],"role": "model"}},"finishReason": "STOP"}]}\r\n\r\n')
 
 
-def google_error(code, status, message, *details):
-    error = {"code": code, "message": message, "status": status}
-    if details:
-        error["details"] = list(details)
-    return {"error": error}
-
-
-def quota_error(delay):
-    return google_error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.",
-                        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": []},
-                        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay})
-
-
 KEY_INVALID = google_error(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.",
-                           {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                            "domain": "googleapis.com"})
+                           {"@type": ERROR_INFO, "reason": "API_KEY_INVALID", "domain": "googleapis.com"})
 KEY_BLOCKED = google_error(403, "PERMISSION_DENIED", "Requests to this API are blocked.",
-                           {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_SERVICE_BLOCKED",
-                            "domain": "googleapis.com"})
+                           {"@type": ERROR_INFO, "reason": "API_KEY_SERVICE_BLOCKED", "domain": "googleapis.com"})
 KEY_SUSPENDED = google_error(403, "PERMISSION_DENIED", "Permission denied: Consumer has been suspended.",
-                             {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "CONSUMER_SUSPENDED"})
-
-
-def pool_toml(upstream_count, **models):
-    tables = []
-    for index in range(upstream_count):
-        patterns = models.get(f"u{index}", ["*"])
-        tables.append(f'[[upstreams]]\nname = "u{index}"\nurl = "{UPSTREAM}"\nkeys = ["key-{index}"]\n'
-                      f"priority = {index}\nmodels = {json.dumps(patterns)}\n")
-    return "\n".join(tables)
-
-
-@pytest.fixture
-def relay(app_factory, tmp_path):
-    """``relay(upstreams=2, env={...}, aliases=..., u0=[model patterns], ...)`` → (test client, services)."""
-
-    def build(upstreams=2, env=None, aliases=None, **models):
-        text = pool_toml(upstreams, **models)
-        if aliases:
-            text += "\n[aliases]\n" + "".join(f'{name} = "{target}"\n' for name, target in aliases.items())
-        config = tmp_path / "relay.toml"
-        config.write_text(text)
-        app = app_factory({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
-                           **(env or {})})
-        return app.test_client(), app.extensions["relay"]
-
-    return build
+                             {"@type": ERROR_INFO, "reason": "CONSUMER_SUSPENDED"})
 
 
 @pytest.fixture
 def upstream(mock_upstream):
     return mock_upstream
-
-
-def answer(mock, key, status=200, body=ANSWER, path=GENERATE, **kwargs):
-    """What upstream answers on ``path`` to requests made with upstream ``key`` (in order, the last repeats)."""
-    url = UPSTREAM + path.split("?")[0]
-    if isinstance(body, dict):
-        body = json.dumps(body, indent=2) + "\n"
-    mock.add(responses.POST, url, status=status, body=body, match=[matchers.header_matcher({"x-goog-api-key": key})],
-             content_type=kwargs.pop("content_type", "application/json; charset=UTF-8"), **kwargs)
 
 
 def fail(mock, key, exception, path=GENERATE):

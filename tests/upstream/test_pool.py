@@ -14,9 +14,7 @@ from relay.errors import NotFound, ResourceExhausted, Unavailable
 from relay.store import StoreError
 from relay.store.sqlite import SqliteStore
 from relay.upstream.pool import MAX_BACKOFF, Pool, key_id, mask
-from tests.support.clock import FakeClock
-
-START = 1_800_000_000.0
+from tests.support import START
 
 
 class FailingStore:
@@ -26,18 +24,6 @@ class FailingStore:
         def fail(*args, **kwargs):
             raise StoreError(f"{name}: backend unreachable")
         return fail
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = SqliteStore(str(tmp_path / "relay.db"))
-    yield opened
-    opened.close()
 
 
 def make_pool(store, clock, *upstreams, seed=7, **settings):

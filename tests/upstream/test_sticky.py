@@ -7,25 +7,11 @@ import pytest
 
 from relay.config import Settings, Upstream
 from relay.errors import NotFound, ResourceExhausted, Unavailable
-from relay.store.sqlite import SqliteStore
 from relay.upstream.pool import Pool
-from tests.support.clock import FakeClock
+from tests.support import START
 
-START = 1_800_000_000.0
 GOOGLE = Upstream(name="google", url="http://google.test", keys=("g-key-1", "g-key-2", "g-key-3"))
 CLIENTS = [f"client-{number}" for number in range(300)]
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = SqliteStore(str(tmp_path / "relay.db"))
-    yield opened
-    opened.close()
 
 
 def make_pool(store, clock, *upstreams, seed=7):

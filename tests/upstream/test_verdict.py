@@ -16,42 +16,14 @@ import responses
 from responses import matchers
 
 from relay.config import Settings, Upstream
-from relay.store.sqlite import SqliteStore
 from relay.upstream import verdict
 from relay.upstream.pool import KEYS_REFUSED, MAX_BACKOFF, MAX_RETRY_DELAY, Pool, key_id
 from relay.upstream.verdict import Verdict, classify_error, google_error
-from tests.support import FIXTURES
-from tests.support.clock import FakeClock
+from tests.support import ANSWER, CLIENT_KEY, ERRORS, GENERATE, MODEL, REQUEST
+from tests.support import UPSTREAM_URL as UPSTREAM
+from tests.support.google import ERROR_INFO, HOSTILE_TEXT, answer, error, error_info, quota_error, violation
 
-ERRORS = FIXTURES / "errors"
-UPSTREAM = "http://upstream.test"
-CLIENT_KEY = "client-key-verdict-0001"
-ADMIN_TOKEN = "admin-token-verdict-0001"
-MODEL = "gemini-2.5-flash"
 OTHER_MODEL = "gemini-2.5-pro"
-GENERATE = f"/v1beta/models/{MODEL}:generateContent"
-REQUEST = {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}
-ANSWER = {"candidates": [{"content": {"role": "model", "parts": [{"text": "hi"}]}, "finishReason": "STOP"}]}
-START = 1_800_000_000.0
-
-ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
-RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
-QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
-HOSTILE_TEXT = "API key not valid. Please pass a valid API key. Consumer 'api_key:x' has been suspended."
-
-
-def error(code, status, message, *details):
-    body = {"code": code, "message": message, "status": status}
-    if details:
-        body["details"] = list(details)
-    return {"error": body}
-
-
-def error_info(reason, domain="googleapis.com"):
-    detail = {"@type": ERROR_INFO, "reason": reason, "metadata": {"service": "generativelanguage.googleapis.com"}}
-    if domain is not None:
-        detail["domain"] = domain
-    return detail
 
 
 def issue_body(entry_id):
@@ -64,19 +36,6 @@ def issue_body(entry_id):
 def judge(status, body, steered=False):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
     return classify_error(status, google_error(raw), steered=steered)
-
-
-def violation(model=None):
-    dimensions = {"location": "global", **({"model": model} if model else {})}
-    return {"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
-            "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaDimensions": dimensions}
-
-
-def quota_error(delay=None, *violations):
-    details = [{"@type": QUOTA_FAILURE, "violations": list(violations)}]
-    if delay is not None:
-        details.append({"@type": RETRY_INFO, "retryDelay": delay})
-    return error(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", *details)
 
 
 # --- hostile answers: text a caller chose never says anything about relay's key -----------------------------
@@ -256,18 +215,6 @@ def test_server_errors_never_refuse_a_key_whatever_they_carry(status):
 # --- the pool: clamps, and counting keys ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def clock():
-    return FakeClock(START)
-
-
-@pytest.fixture
-def store(tmp_path):
-    opened = SqliteStore(str(tmp_path / "relay.db"))
-    yield opened
-    opened.close()
-
-
 GOOGLE = Upstream(name="google", url="http://google.test", keys=("g-key-1", "g-key-2", "g-key-3"))
 
 
@@ -315,27 +262,6 @@ def test_key_health_counts_refused_and_resting_keys(store, clock):
 
 
 # --- through the app: what callers, /readyz and the log see ---------------------------------------------------
-
-
-@pytest.fixture
-def relay(app_factory, tmp_path):
-    """``relay(keys=2, env={...})`` → (test client, services): upstream ``uN`` holds key ``key-N`` and has
-    priority N, so attempts go ``key-0`` first, then ``key-1``, ..."""
-
-    def build(keys=2, env=None):
-        config = tmp_path / "relay.toml"
-        config.write_text("\n".join(f'[[upstreams]]\nname = "u{index}"\nurl = "{UPSTREAM}"\nkeys = ["key-{index}"]\n'
-                                     f"priority = {index}\n" for index in range(keys)))
-        app = app_factory({"RELAY_CONFIG": str(config), "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
-                           **(env or {})})
-        return app.test_client(), app.extensions["relay"]
-
-    return build
-
-
-def answer(mock, key, status=200, body=ANSWER, path=GENERATE):
-    mock.add(responses.POST, UPSTREAM + path, status=status, body=json.dumps(body, indent=2) + "\n",
-             content_type="application/json; charset=UTF-8", match=[matchers.header_matcher({"x-goog-api-key": key})])
 
 
 def post(client, path=GENERATE, headers=None):
@@ -432,7 +358,7 @@ def test_a_refused_key_is_logged_loudly_by_id_never_by_value(relay, mock_upstrea
 
 
 def test_readyz_counts_a_resting_key_as_usable(relay, mock_upstream):
-    client, _ = relay(keys=1)
+    client, _ = relay(upstreams=1)
     answer(mock_upstream, "key-0", 429, quota_error("30s", violation()))
     assert post(client).status_code == 429
     ready = client.get("/readyz")

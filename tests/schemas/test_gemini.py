@@ -7,14 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relay.errors import BAD_REQUEST_TYPE
+from tests.support import AUTH, EMBED_MODEL, MODEL
+from tests.support import EMPTY_ANSWER as ANSWER
+from tests.support import UPSTREAM_URL as UPSTREAM
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
-CLIENT_KEY = "relay-client-key-0123456789abcdef"
-MANAGED = {"RELAY_UPSTREAM_KEYS": "AIzaUpstreamKey-0123456789abcdefXYZ", "RELAY_API_KEYS": CLIENT_KEY}
-AUTH = {"x-goog-api-key": CLIENT_KEY}
-MODEL = "gemini-2.5-flash"
-EMBED_MODEL = "gemini-embedding-001"
-ANSWER = b'{\n  "candidates": []\n}\n'
 TEXT_PART = {"text": "Hello"}
 PNG_BASE64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
 
@@ -33,8 +29,9 @@ def embed_item(model=f"models/{EMBED_MODEL}", text="x"):
 
 
 @pytest.fixture(scope="module")
-def client(module_app_factory):
-    return module_app_factory(MANAGED).test_client()
+def client(managed):
+    """conftest's managed app (tests.support.MANAGED)."""
+    return managed
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import json
 import pytest
 import responses
 
-from tests.conftest import UPSTREAM_URL
+from tests.support import UPSTREAM_URL
 
 CLIENT_KEY = "client-key-aliases-0001"
 ANSWER = {"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP"}],

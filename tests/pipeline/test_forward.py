@@ -6,16 +6,11 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-UPSTREAM = "http://upstream.test"  # conftest's default RELAY_UPSTREAM_URL
-UPSTREAM_KEY = "AIzaUpstreamKey-0123456789abcdefXYZ"
-CLIENT_KEY = "relay-client-key-0123456789abcdef"
-CALLER_KEY = "AIzaCallersOwnKey-fedcba9876543210"
-MANAGED = {"RELAY_UPSTREAM_KEYS": UPSTREAM_KEY, "RELAY_API_KEYS": CLIENT_KEY}
-AUTH = {"x-goog-api-key": CLIENT_KEY}
-MODEL = "gemini-2.5-flash"
-EMBED_MODEL = "gemini-embedding-001"
-CONTENTS = b'{"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]}'
-ANSWER = b'{\n  "candidates": []\n}\n'
+from tests.support import AUTH, CALLER_KEY, CLIENT_KEY, EMBED_MODEL, MODEL, UPSTREAM_KEY
+from tests.support import BODY as CONTENTS
+from tests.support import EMPTY_ANSWER as ANSWER
+from tests.support import UPSTREAM_URL as UPSTREAM
+
 SSE_ANSWER = b'data: {"candidates": [{"content": {"parts": [{"text": "Hi"}],"role": "model"}}]}\r\n\r\n'
 ARRAY_ANSWER = b'[{\n  "candidates": []\n}\n]'
 
@@ -52,16 +47,6 @@ def post(client, path, body, headers=AUTH, content_type="application/json"):
 def only_call(mock_upstream):
     assert len(mock_upstream.calls) == 1, [call.request.url for call in mock_upstream.calls]
     return mock_upstream.calls[0].request
-
-
-@pytest.fixture(scope="module")
-def managed(module_app_factory):
-    return module_app_factory(MANAGED).test_client()
-
-
-@pytest.fixture(scope="module")
-def passthrough(module_app_factory):
-    return module_app_factory({}).test_client()
 
 
 # -- bodies -----------------------------------------------------------------------------------------

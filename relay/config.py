@@ -38,6 +38,8 @@ class Settings:
     client_keys: tuple = ()
     aliases: dict = field(default_factory=dict)
     max_body_bytes: int = 100 * 1024 * 1024
+    max_upload_bytes: int = 2048 * 1024 * 1024
+    public_url: str | None = None
     connect_timeout: float = 10.0
     read_timeout: float = 300.0
     model_read_timeouts: tuple = (("*-image*", 600.0),)
@@ -59,6 +61,8 @@ class Settings:
 ENV_FIELDS = {
     # variable: (settings field, parser)
     "RELAY_MAX_BODY_MB": ("max_body_bytes", lambda text: int(float(text) * 1024 * 1024)),
+    "RELAY_MAX_UPLOAD_MB": ("max_upload_bytes", lambda text: int(float(text) * 1024 * 1024)),
+    "RELAY_PUBLIC_URL": ("public_url", lambda text: _parse_public_url(text)),
     "RELAY_CONNECT_TIMEOUT": ("connect_timeout", float),
     "RELAY_READ_TIMEOUT": ("read_timeout", float),
     "RELAY_ADMIN_TOKEN": ("admin_token", str),
@@ -127,6 +131,8 @@ def _env_upstreams(file_upstreams, env_url, env_keys):
 def _check(settings):
     if settings.max_body_bytes <= 0:
         raise ConfigError("RELAY_MAX_BODY_MB must be positive")
+    if settings.max_upload_bytes <= 0:
+        raise ConfigError("RELAY_MAX_UPLOAD_MB must be positive (default 2048, Google's 2 GB per file)")
     if settings.max_attempts < 1:
         raise ConfigError("RELAY_MAX_ATTEMPTS must be at least 1")
     if settings.connect_timeout <= 0 or settings.read_timeout <= 0:
@@ -165,6 +171,13 @@ def _parse_model_timeouts(text):
             raise ValueError(f"expected pattern=seconds, got {item!r}")
         pairs.append((pattern.strip(), float(seconds)))
     return tuple(pairs)
+
+
+def _parse_public_url(text):
+    """relay's own base URL as callers reach it (upload URLs are built on it): http(s), no query."""
+    if not URL_PATTERN.match(text):
+        raise ValueError("expected the http(s) URL callers reach relay at, e.g. https://relay.example.com")
+    return text.rstrip("/")
 
 
 def _check_url(where, url):

@@ -72,6 +72,7 @@ def usage_row(call):
         "streamed": bool(call.stream),
         "aborted": bool(call.aborted),
         "route": call.method,
+        "batch": call.batch,
     }
     row.update(token_counts(call.usage))
     return row

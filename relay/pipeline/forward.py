@@ -104,6 +104,8 @@ class Call:
     aborted: str | None = None  # "client", "upstream" or "shutdown"
     latency_ms: float = 0.0
     encoder: object = GEMINI  # how the answer is written to the caller (pipeline.encoders)
+    batch: bool = False  # the usage of a batch job (relay.clients.batch_usage), not of this request's own answer
+    prefix: str = ""  # upstream path before the version: "/upload" or "/download" for Files API media
 
 
 @dataclass
@@ -230,7 +232,7 @@ def plan_targets(call, services):
 
 def upstream_url(call):
     query = f"?{urlencode(call.query)}" if call.query else ""
-    return f"/{call.version}/{call.resource}{query}"
+    return f"{call.prefix}/{call.version}/{call.resource}{query}"
 
 
 def call_secrets(call, target):

@@ -19,7 +19,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
 
     from relay.observability import accesslog
     from relay.clients import cli
-    from relay.api import admin, gemini, lifecycle, ops, routing
+    from relay.api import admin, batches, files, gemini, lifecycle, media, ops, routing, uploads
     from relay.services import Services
 
     settings = load_settings(environ, overrides)
@@ -39,8 +39,9 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
-    app.register_blueprint(gemini.bp)
-    app.register_blueprint(gemini.bp, url_prefix="/v1", name="gemini_v1_prefix")
+    for blueprint in (gemini.bp, uploads.bp, files.bp, batches.bp, media.bp):
+        app.register_blueprint(blueprint)
+        app.register_blueprint(blueprint, url_prefix="/v1", name=f"{blueprint.name}_v1_prefix")
     lifecycle.init_app(app)
     cli.init_app(app)
     if check_open is None:

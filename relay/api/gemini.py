@@ -11,21 +11,26 @@ import orjson
 from flask import Blueprint, request
 
 from relay import ownership
+from relay.api import batches, media
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.pipeline.body import parse_json, read_body
 from relay.api.lifecycle import respond
+from relay.api.routing import COLLECTION, VERSION
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin, checked_id
 from relay.schemas import validate_body
 
 bp = Blueprint("gemini", __name__)
 
-VERSION = "<any(v1beta, v1, v1alpha):version>"
-COLLECTION = "<any(models, tunedModels):collection>"
 MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Model methods whose bodies (nested requests) and answers (a resource the caller now owns) relay reads
+# beyond the steps every model method takes.
+PREPARE_BODY = {"batchGenerateContent": batches.prepare_create, "asyncBatchEmbedContent": batches.prepare_create}
+RECORD_ANSWER = {"batchGenerateContent": batches.record_created, "asyncBatchEmbedContent": batches.record_created,
+                 "predictLongRunning": media.record_operation}
 
 
 @bp.post(f"/{VERSION}/{COLLECTION}/<target>")
@@ -47,10 +52,14 @@ def model_action(version, collection, target):
     services.limits.admit(call)
     changed = retarget_body_models(body, collection, model, call.upstream_model, method) or changed
     changed = services.plugins.rewrite_request(ctx, body) or changed
+    if method in PREPARE_BODY:
+        changed = PREPARE_BODY[method](services, ctx, body, collection, model, call.upstream_model) or changed
     ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))
     call.read_timeout = services.plugins.read_timeout(ctx)
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
+    if method in RECORD_ANSWER:
+        call.inspect = lambda call, answer: RECORD_ANSWER[method](services, call, answer)
     return respond(forward(call, services))
 
 

@@ -11,6 +11,7 @@ from collections import deque
 
 from relay.pipeline import clientwatch
 from relay.gemini import framing
+from relay.gemini.methods import accounts_usage
 from relay.observability import metrics
 from relay.errors import DeadlineExceeded, Unavailable
 from relay.upstream.http import READ_ERRORS, abort, iter_body
@@ -113,7 +114,7 @@ def relay_unary_chunks(call, upstream):
                 while tail_size - len(tail[0]) >= USAGE_TAIL:
                     tail_size -= len(tail.popleft())
                 yield chunk
-            if call.aborted != "client":
+            if call.aborted != "client" and accounts_usage(call.method):
                 call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
         except READ_ERRORS:
             # Headers and part of the body are out: all we can do is end the response early.

@@ -223,7 +223,7 @@ def page_request(query):
     if not token:
         return size, None
     try:
-        after = base64.urlsafe_b64decode(token.encode("ascii")).decode()
+        after = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeError, binascii.Error):
         raise InvalidArgument("Invalid page token.") from None
     if not after.isprintable():

@@ -35,7 +35,8 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 def relay_app(tmp_path_factory):
     db = tmp_path_factory.mktemp("openapi") / "relay.db"
     app = create_app(environ={"RELAY_UPSTREAM_URL": UPSTREAM_URL, "RELAY_DB": str(db), "RELAY_UPSTREAM_KEYS": "up-openapi",
-                              "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN}, check_open=False)
+                              "RELAY_API_KEYS": CLIENT_KEY, "RELAY_ADMIN_TOKEN": ADMIN_TOKEN,
+                              "RELAY_PUBLIC_URL": "https://relay.test"}, check_open=False)
     yield app
     app.relay_shutdown()
 
@@ -67,8 +68,7 @@ def test_unauthenticated_calls_match_the_document_too(relay_app, upstream, api_s
     for operation in api_schema.get_all_operations():
         operation = operation.ok()
         if operation.path.startswith("/{version}"):
-            path = operation.path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash")
-            path = path.replace("{cacheId}", "abc")
+            path = concrete(operation.path)
             response = client.open(path, method=operation.method.upper(), json={})
             assert response.status_code in (400, 401), (operation.method, path, response.status_code)
             error = response.get_json()
@@ -77,7 +77,8 @@ def test_unauthenticated_calls_match_the_document_too(relay_app, upstream, api_s
 
 
 def concrete(path):
-    return (path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash").replace("{cacheId}", "abc"))
+    path = path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash").replace("{cacheId}", "abc")
+    return path.replace("{fileId}", "abc").replace("{batchId}", "abc").replace("{operationId}", "abc")
 
 
 def test_document_and_routes_agree(relay_app):
@@ -93,8 +94,8 @@ def test_document_and_routes_agree(relay_app):
             documented_endpoints.add((endpoint, method.upper()))
             prefixed, _arguments = adapter.match("/v1" + concrete(path), method=method.upper()) \
                 if path.startswith("/{version}") else (None, None)
-            assert prefixed is None or prefixed.startswith("gemini_v1_prefix.")
+            assert prefixed is None or prefixed.partition(".")[0].endswith("_v1_prefix")
     served = {(rule.endpoint, method) for rule in relay_app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}
-              if rule.endpoint != "static" and not rule.endpoint.startswith("gemini_v1_prefix.")}
+              if rule.endpoint != "static" and not rule.endpoint.partition(".")[0].endswith("_v1_prefix")}
     assert served == documented_endpoints, "every route relay serves is documented, and only those"

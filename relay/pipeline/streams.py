@@ -5,6 +5,7 @@ ends an SSE stream with one ``data: {"error": …}`` event and a JSON-array stre
 element, so SDKs raise instead of seeing a clean end.  A caller that hangs up cuts the upstream at once.
 """
 
+import itertools
 import time
 from collections import deque
 
@@ -99,14 +100,15 @@ def relay_stream(call, upstream):
                 yield ending
 
 
-def relay_unary_chunks(call, upstream):
-    """Forward a large unary body chunk by chunk, keeping only its tail to read usageMetadata from."""
+def relay_unary_chunks(call, upstream, head=()):
+    """Forward a large unary body chunk by chunk (after ``head``, chunks of it already read), keeping only its
+    tail to read usageMetadata from."""
     call.status = upstream.status_code
     tail, tail_size = deque(), 0
     stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
     with _EndAccounted(call):
         try:
-            for chunk in iter_body(upstream):
+            for chunk in itertools.chain(head, iter_body(upstream)):
                 if call.first_byte_ms is None:
                     call.first_byte_ms = (time.perf_counter() - call.started) * 1000
                 tail.append(chunk)

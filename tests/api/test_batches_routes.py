@@ -157,3 +157,17 @@ def test_embedding_batches_are_batches_too(app, google):
         client.get(f"/v1beta/{name}", headers=as_client())
     [row] = batch_rows(app)
     assert row["route"] == "asyncBatchEmbedContent" and row["requested_model"] == "gemini-embedding-001"
+
+
+def test_an_answer_too_long_to_read_whole_is_relayed_whole_uninspected(app, google, monkeypatch):
+    from relay.pipeline import forward
+
+    client = app.test_client()
+    name = create(client, inline(QUESTION)).get_json()["name"]
+    monkeypatch.setattr(forward, "INSPECT_LIMIT", 100)
+    answers = [client.get(f"/v1beta/{name}", headers=as_client()) for _ in range(2)]
+    assert answers[-1].status_code == 200 and answers[-1].get_json()["metadata"]["state"] == "BATCH_STATE_SUCCEEDED"
+    assert batch_rows(app) == []  # not read, so not accounted here; a later read within the limit will
+    monkeypatch.undo()
+    client.get(f"/v1beta/{name}", headers=as_client())
+    assert len(batch_rows(app)) == 1

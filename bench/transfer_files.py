@@ -159,9 +159,9 @@ def run(size, workdir):
 
 
 def table(report):
-    lines = [f"Files through relay, {report['size_mib']} MiB, one gevent worker (RSS before: "
-             f"{report['baseline_rss_mb']} MB; peak growth {report['peak_growth_mb']} MB, target < {TARGET_MB} MB)",
-             "", "| transfer | MiB/s | worker RSS before → after (MB) | worker peak (MB) |", "|---|---|---|---|"]
+    title = (f"Files through relay, {report['size_mib']} MiB, one gevent worker (RSS before: "
+             f"{report['baseline_rss_mb']} MB; peak growth {report['peak_growth_mb']} MB, target < {TARGET_MB} MB)")
+    lines = [title, "", "| transfer | MiB/s | worker RSS before → after (MB) | worker peak (MB) |", "|---|---|---|---|"]
     lines += [f"| {row['transfer']} | {row['mib_per_s']} | {row['rss_before_mb']} → {row['rss_after_mb']} | "
               f"{row['peak_mb']} |" for row in report["transfers"]]
     return "\n".join(lines)

@@ -6,7 +6,8 @@ the same under ``metadata.output``), or the lines of its results file (JSONL, on
 per line) as relay streams that file to its owner.  Either way the batch's ownership record is claimed
 ``accounted`` first (:meth:`Store.claim_resource`: one winner across workers and instances), and only the
 winner writes the usage row: route ``batchGenerateContent`` (or ``asyncBatchEmbedContent``), ``batch``
-true, the batch's models, upstream and key, and the summed tokens, charged to the client's limits.
+true, the batch's models, upstream and key, the summed tokens, and the request id of the call that saw it
+finished with ``-batch`` appended; its tokens are charged to the client key's limits.
 A results file read only in part accounts nothing (a later full download will).
 """
 
@@ -135,7 +136,8 @@ def account(services, call, batch_name, record, usage):
         return False
     target = services.pool.targets_by_id.get(record.get("key_id")) or call.target
     row_call = dataclasses.replace(
-        call, method=record.get("method") or "batchGenerateContent", requested_model=record.get("requested_model"),
+        call, request_id=f"{call.request_id}-batch", method=record.get("method") or "batchGenerateContent",
+        requested_model=record.get("requested_model"),
         upstream_model=record.get("upstream_model"), target=target, usage=usage, batch=True, status=200,
         upstream_status=200, stream=None, aborted=None, first_byte_ms=None, latency_ms=0.0, scratch={})
     services.finished(row_call)

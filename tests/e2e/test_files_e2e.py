@@ -12,6 +12,7 @@ import hashlib
 import json
 import random
 import socket
+import time
 
 import pytest
 from google.genai import errors, types
@@ -241,3 +242,32 @@ def test_upload_urls_are_relays_own_and_bound_to_their_client(relay, fake_upstre
         assert done.json()["file"]["sizeBytes"] == "5"
     assert [chunk["key"] for chunk in fake_upstream.resources()["uploads"][-1]["chunks"]] == [
         fake_upstream.resources()["uploads"][-1]["owner"]]  # the refused chunk never reached the upstream
+
+
+def test_two_relays_on_one_redis_charge_a_batch_once_and_share_uploads(relay_factory, fake_upstream, genai_client,
+                                                                       tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relay.store.redis_store import RedisStore
+    from tests.support.redis_server import redis_server
+
+    with redis_server() as redis_url:
+        env = {"RELAY_UPSTREAM_KEYS": ",".join(UP_KEYS), "RELAY_API_KEYS": CLIENT_A, "REDIS_URL": redis_url}
+        first, second = relay_factory(env), relay_factory(env)
+        on_first, on_second = genai_client(first.url, CLIENT_A), genai_client(second.url, CLIENT_A)
+        uploaded = on_first.files.upload(file=str(write_small(tmp_path / "shared.txt")),
+                                         config={"mime_type": "text/plain"})
+        assert on_second.files.get(name=uploaded.name).name == uploaded.name  # the record is shared
+        job = on_second.batches.create(model=MODEL, src=[{"contents": [{"parts": [{"text": "hi"}]}]}])
+        fake_upstream.progress(job.name, state="SUCCEEDED")
+        clients = [on_first, on_second] * 6
+        with ThreadPoolExecutor(len(clients)) as pool:
+            states = list(pool.map(lambda client: client.batches.get(name=job.name).state, clients))
+        assert set(states) == {types.JobState.JOB_STATE_SUCCEEDED}
+        store = RedisStore(redis_url)
+        try:
+            rows = wait_until(lambda: [row for row in store.usage_rows(0) if row["batch"]], timeout=10)
+            time.sleep(1.5)  # any second row would have been flushed by now
+            assert len([row for row in store.usage_rows(0) if row["batch"]]) == len(rows) == 1
+        finally:
+            store.close()

@@ -90,8 +90,8 @@ def chunk(version):
         length = _chunk_length(services.settings, headers, record)
         body = uploads.caller_body(request.environ["wsgi.input"], length, services.settings.read_timeout)
     elif words not in ({"query"}, {"cancel"}):
-        raise InvalidArgument("A chunk's X-Goog-Upload-Command is upload, upload, finalize, finalize, query or "
-                              "cancel.")
+        raise InvalidArgument("A chunk's X-Goog-Upload-Command is one of: upload | upload, finalize | finalize | "
+                              "query | cancel.")
     session = record["resource"]
     headers = {**call.headers, **headers, "Content-Type": _content_type("application/octet-stream")}
     response = uploads.send_once(call, services, target, session["path"], headers, body, length)

@@ -20,7 +20,7 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     import click
     from flask import Flask
 
-    from relay.api import admin, gemini, lifecycle, live, openai, ops, routing
+    from relay.api import admin, batches, files, gemini, lifecycle, live, media, openai, ops, routing, uploads
     from relay.clients import cli
     from relay.config import load_settings
     from relay.observability import accesslog
@@ -45,8 +45,9 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
 
     app.register_blueprint(ops.bp)
     app.register_blueprint(admin.bp)
-    app.register_blueprint(gemini.bp)
-    app.register_blueprint(gemini.bp, url_prefix="/v1", name="gemini_v1_prefix")
+    for blueprint in (gemini.bp, uploads.bp, files.bp, batches.bp, media.bp):
+        app.register_blueprint(blueprint)
+        app.register_blueprint(blueprint, url_prefix="/v1", name=f"{blueprint.name}_v1_prefix")
     app.register_blueprint(openai.bp)
     live.init_app(app)
     lifecycle.init_app(app)

@@ -11,6 +11,8 @@ Resources that live under different keys cannot be used together by any one key:
 none of this applies to them.
 """
 
+import base64
+import binascii
 import logging
 import re
 import time
@@ -24,6 +26,7 @@ from relay.store.base import CACHES
 
 log = logging.getLogger("relay.ownership")
 DEFAULT_TTL = 3600.0
+FILE_TTL = 48 * 3600.0  # Google keeps a file 48 hours (a File without expirationTime is kept as long)
 # A record past this size keeps only the resource's short scalar fields (name, times, state, ...).
 MAX_RECORD_BYTES = 16 * 1024
 _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
@@ -31,10 +34,16 @@ _RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-
 NAMES = {
     CACHES: re.compile(r"cachedContents/[A-Za-z0-9_-]{1,256}"),
     "files": re.compile(r"files/[a-z0-9-]{1,40}"),  # Google: <= 40 lowercase letters, digits and dashes
-    "uploads": re.compile(r"uploads/[A-Za-z0-9_-]{1,256}"),
-    "batches": re.compile(r"batches/[A-Za-z0-9_-]{1,256}"),
-    "operations": re.compile(r"(?:(?:models|tunedModels)/[A-Za-z0-9._-]{1,256}/)?operations/[A-Za-z0-9_-]{1,256}"),
+    # relay's own upload ids: secrets.token_urlsafe(UPLOAD_ID_BYTES), 43 characters.
+    "uploads": re.compile(r"uploads/[A-Za-z0-9_-]{43}"),
+    "batches": re.compile(r"batches/[A-Za-z0-9_-]{1,128}"),
+    # Veo's models/{model}/operations/{id}; a model segment never starts with a dot (no "." or ".." segment).
+    "operations": re.compile(
+        r"(?:(?:models|tunedModels)/[A-Za-z0-9_-][A-Za-z0-9._-]{0,255}/)?operations/[A-Za-z0-9_-]{1,256}"),
 }
+UPLOAD_ID_BYTES = 32
+# Listings built from the records page like Google's: pageSize defaults to 10 and is at most 100.
+PAGE_SIZE, MAX_PAGE_SIZE = 10, 100
 PRECONDITION_FAILURE_TYPE = "type.googleapis.com/google.rpc.PreconditionFailure"
 # Each reference costs a store read before anything is sent: a bound, at Google's most files per prompt.
 MAX_REFERENCES = 3000
@@ -85,6 +94,17 @@ def owner_of(services, call, kind, name):
     return owner
 
 
+def pin_one(services, call, kind, name):
+    """Route ``call`` to the key that owns ``name`` (managed mode) and return its record; None in passthrough."""
+    if not services.settings.managed:
+        if not NAMES[kind].fullmatch(name):
+            raise unroutable(kind, name)
+        return None
+    owner = owner_of(services, call, kind, name)
+    call.pinned_key_id = owner["key_id"]
+    return owner
+
+
 def pin(services, call, references):
     """Route ``call`` to the one upstream key that owns every ``(kind, name)`` in ``references`` (managed mode).
 
@@ -128,9 +148,10 @@ def small_copy(resource, drop=()):
     return copy
 
 
-def remember(services, call, kind, resource, drop=(), default_ttl=DEFAULT_TTL):
+def remember(services, call, kind, resource, drop=(), default_ttl=DEFAULT_TTL, extra=None):
     """After a successful create or update relayed for ``call``: record that its client owns ``resource`` (a
-    dict as Google returned it) under the key that served it.  Returns the name recorded, or None."""
+    dict as Google returned it) under the key that served it, with ``extra`` fields in the record (relay's
+    own notes, never shown to callers).  Returns the name recorded, or None."""
     if call.status is None or call.status >= 300 or not services.settings.managed or call.target is None:
         return None
     name = resource.get("name") if isinstance(resource, dict) else None
@@ -138,8 +159,8 @@ def remember(services, call, kind, resource, drop=(), default_ttl=DEFAULT_TTL):
         return None
     expires = resource.get("expireTime") or resource.get("expirationTime")
     expire_at = parse_timestamp(expires) or time.time() + default_ttl
-    owner = {"upstream": call.target.upstream.name, "key_id": call.target.key_id, "client": call.client.name,
-             "resource": small_copy(resource, drop)}
+    owner = {**(extra or {}), "upstream": call.target.upstream.name, "key_id": call.target.key_id,
+             "client": call.client.name, "resource": small_copy(resource, drop)}
     try:
         services.store.put_resource(kind, name, owner, expire_at)
     except StoreError:
@@ -166,6 +187,48 @@ def owned(services, call, kind):
     """
     records = services.store.list_resources(kind, call.client.name, time.time())
     return [owner["resource"] for _, owner in records if isinstance(owner.get("resource"), dict)]
+
+
+def parsed_object(body):
+    """A JSON object answer, parsed; None for anything else."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def page(services, call, kind, collection, query):
+    """One page of the caller's own resources of ``kind`` as Google lists them: ``{collection: [...],
+    "nextPageToken": ...}``, paged by ``pageSize`` (default 10, at most 100) and ``pageToken``."""
+    size, after = page_request(query)
+    records = services.store.list_resources(kind, call.client.name, time.time())
+    remaining = [(name, owner) for name, owner in records if after is None or name > after]
+    shown = remaining[:size]
+    listing = {collection: [owner["resource"] for _, owner in shown if isinstance(owner.get("resource"), dict)]}
+    if len(remaining) > size:
+        listing["nextPageToken"] = base64.urlsafe_b64encode(shown[-1][0].encode()).decode()
+    return listing if listing[collection] or "nextPageToken" in listing else {}
+
+
+def page_request(query):
+    """(page size, the name a page starts after or None) from a listing's query; 400 for a bad token or size."""
+    text = query.get("pageSize") or query.get("page_size") or ""
+    try:
+        size = int(text) if text else 0
+    except ValueError:
+        raise InvalidArgument(f"pageSize {text[:20]!r} is not a number.") from None
+    size = PAGE_SIZE if size <= 0 else min(size, MAX_PAGE_SIZE)
+    token = query.get("pageToken") or query.get("page_token")
+    if not token:
+        return size, None
+    try:
+        after = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeError, binascii.Error):
+        raise InvalidArgument("Invalid page token.") from None
+    if not after.isprintable():
+        raise InvalidArgument("Invalid page token.")
+    return size, after
 
 
 # -- context caches (the cachedContents routes) --------------------------------------------------------------

@@ -290,6 +290,8 @@ WHOLE_SECONDS = Number("a whole number of seconds, at least 1", whole=True, mini
 URL = Checked("an http(s) base URL", URL_PATTERN.match, lambda url: url.rstrip("/"))
 REDIS_URL = Checked("a redis://, rediss:// or unix:// URL",
                     lambda url: url.startswith(("redis://", "rediss://", "unix://")))
+PUBLIC_URL = Checked("an http(s) URL without a query, e.g. https://relay.example.com", URL_PATTERN.match,
+                     lambda url: url.rstrip("/"))
 DIRECTORY = Checked("an existing directory", os.path.isdir)
 PEM_FILE = Checked("a readable PEM file", lambda path: os.path.isfile(path) and os.access(path, os.R_OK))
 
@@ -326,6 +328,12 @@ SETTINGS = (
             toml="aliases", default_text="none"),
     Setting("max_body_bytes", Number("a positive number of megabytes", scale=1024 * 1024), 100,
             "request body limit (Google's inline-data limit)", env="RELAY_MAX_BODY_MB", toml="max_body_mb"),
+    Setting("max_upload_bytes", Number("a positive number of megabytes", scale=1024 * 1024), 2048,
+            "Files API upload limit per file (Google's 2 GB); uploads are streamed, never held",
+            env="RELAY_MAX_UPLOAD_MB", toml="max_upload_mb"),
+    Setting("public_url", PUBLIC_URL, None, "the URL callers reach relay at: upload URLs are built on it (set it "
+            "behind any proxy or TLS terminator; unset, relay uses the address the connection arrived at, never "
+            "the caller's Host header)", env="RELAY_PUBLIC_URL", example="https://relay.example.com"),
     Setting("connect_timeout", SECONDS, 10, "seconds to connect upstream", env="RELAY_CONNECT_TIMEOUT",
             toml="connect_timeout"),
     Setting("read_timeout", SECONDS, 300, "seconds of silence allowed between upstream bytes",

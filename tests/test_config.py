@@ -92,9 +92,19 @@ def test_gemini_api_key_is_the_fallback_key():
     ("RELAY_RETRY_DEADLINE", "0", "RELAY_RETRY_DEADLINE"),
     ("RELAY_COOLDOWN_SECONDS", "-1", "RELAY_COOLDOWN_SECONDS"),
     ("RELAY_UPSTREAM_URL", "ftp://example.com", "RELAY_UPSTREAM_URL"),
+    ("RELAY_MAX_UPLOAD_MB", "0", "RELAY_MAX_UPLOAD_MB"),
+    ("RELAY_MAX_UPLOAD_MB", "two", "RELAY_MAX_UPLOAD_MB"),
+    ("RELAY_PUBLIC_URL", "relay.example.com", "RELAY_PUBLIC_URL"),
+    ("RELAY_PUBLIC_URL", "https://relay.example.com/?x=1", "RELAY_PUBLIC_URL"),
 ])
 def test_bad_environment_values_name_the_variable(variable, value, named):
     assert named in config_error({variable: value})
+
+
+def test_upload_settings():
+    assert (Settings(upstreams=()).max_upload_bytes, Settings(upstreams=()).public_url) == (2048 * 1024 * 1024, None)
+    settings = load_settings({"RELAY_MAX_UPLOAD_MB": "1.5", "RELAY_PUBLIC_URL": "https://relay.example.com/gemini/"})
+    assert settings.max_upload_bytes == 1572864 and settings.public_url == "https://relay.example.com/gemini"
 
 
 def test_overrides_win_over_everything():

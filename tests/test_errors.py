@@ -86,11 +86,11 @@ def closed_port_url():
 @pytest.mark.parametrize("method, path", [
     ("GET", "/"),
     ("GET", "/v1beta"),
-    ("GET", "/v1beta/files"),
+    ("GET", "/v1beta/corpora"),
     ("POST", "/v2/models/gemini-2.5-flash:generateContent"),
-    ("POST", "/v1beta/models/gemini-2.5-flash:predict"),
+    ("POST", "/v1beta/models/gemini-2.5-flash:predictBatch"),
     ("POST", "/v1beta/models/gemini-2.5-flash"),
-    ("GET", "/v1beta/models/gemini-2.5-flash/operations/x"),
+    ("GET", "/v1beta/models/gemini-2.5-flash/evaluations/x"),
     ("POST", "/v1/v1/v1beta/models/gemini-2.5-flash:generateContent"),
 ])
 def test_unknown_routes_are_google_404s(shared, mock_upstream, google_error, method, path):

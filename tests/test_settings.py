@@ -23,7 +23,7 @@ BAD_VALUES = {
     "RELAY_MAX_ATTEMPTS": "three", "RELAY_RETRY_DEADLINE": "0", "RELAY_COOLDOWN_SECONDS": "inf",
     "RELAY_REPROBE_SECONDS": "1e999", "RELAY_THINKING_VARIANTS": "maybe", "RELAY_DB": None,
     "REDIS_URL": "localhost:6379", "RELAY_ADMIN_TOKEN": None, "RELAY_TLS_CERT": "/nonexistent/cert.pem",
-    "RELAY_TLS_KEY": "/nonexistent/key.pem",
+    "RELAY_TLS_KEY": "/nonexistent/key.pem", "RELAY_MAX_UPLOAD_MB": "-1", "RELAY_PUBLIC_URL": "relay.example.com",
 }
 DECLARED_VARIABLES = [setting.env for setting in (*SETTINGS, *UPSTREAM_FIELDS) if setting.env]
 

@@ -11,12 +11,13 @@ import orjson
 from flask import Blueprint, request
 
 from relay import ownership
-from relay.api import openai
+from relay.api import batches, media, openai
 from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.api.lifecycle import respond
 from relay.pipeline.body import parse_json, pause_for_others, read_body
+from relay.api.routing import COLLECTION, VERSION
 from relay.pipeline.forward import forward
 from relay.pipeline import steps
 from relay.pipeline.request import begin, checked_id
@@ -25,9 +26,12 @@ from relay.schemas import validate_body
 
 bp = Blueprint("gemini", __name__)
 
-VERSION = "<any(v1beta, v1, v1alpha):version>"
-COLLECTION = "<any(models, tunedModels):collection>"
 CACHE_ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
+# Model methods whose bodies (nested requests) and answers (a resource the caller now owns) relay reads
+# beyond the steps every model method takes.
+PREPARE_BODY = {"batchGenerateContent": batches.prepare_create, "asyncBatchEmbedContent": batches.prepare_create}
+RECORD_ANSWER = {"batchGenerateContent": batches.record_created, "asyncBatchEmbedContent": batches.record_created,
+                 "predictLongRunning": media.record_operation}
 
 
 @bp.post(f"/{VERSION}/{COLLECTION}/<target>")
@@ -48,9 +52,13 @@ def model_action(version, collection, target):
     ctx = steps.resolve(services, call, method, model)
     steps.admit(services, call)
     changed = retarget_body_models(body, collection, model, call.upstream_model, method) or changed
-    changed = steps.prepare(services, call, ctx, body) or changed
+    extra = PREPARE_BODY.get(method)
+    changed = steps.prepare(services, call, ctx, body, rewrite=extra and (
+        lambda body: extra(services, ctx, body, collection, model, call.upstream_model))) or changed
     call.resource = f"{collection}/{call.upstream_model}:{method}"
     call.body = orjson.dumps(body) if changed else raw
+    if method in RECORD_ANSWER:
+        call.inspect = lambda call, answer: RECORD_ANSWER[method](services, call, answer)
     return respond(forward(call, services))
 
 

@@ -1,5 +1,5 @@
-"""This module provides how relay reads a request path before routing: repeated slashes collapse, and
-nothing is ever answered with a redirect.
+"""This module provides how relay reads a request path before routing: the converters the Gemini routes share,
+repeated slashes collapsed, and never a redirect.
 
 werkzeug's defaults answer ``/v1beta//models`` and ``/relay`` with a 308 to ``http://<Host>/…?<query>``:
 a Location built from a header the caller chose, carrying the caller's ``?key=``.  create_app turns the
@@ -11,6 +11,9 @@ routing changes: relay builds every upstream URL from the parts it matched, neve
 
 import re
 
+# Route converters the Gemini blueprints share: the API version kept upstream, and the model collections.
+VERSION = "<any(v1beta, v1, v1alpha):version>"
+COLLECTION = "<any(models, tunedModels):collection>"
 _REPEATED_SLASHES = re.compile(r"/{2,}")
 
 

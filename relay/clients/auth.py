@@ -88,10 +88,11 @@ class Authenticator:
             raise Unauthenticated("Request is missing an API key. Pass it as x-goog-api-key, a Bearer token or ?key=.")
         if not self.managed:
             return Client(name=f"passthrough:…{key[-4:]}", kind="passthrough", passthrough_key=key)
-        return self.authenticate_digest(hash_key(key))
+        return self.by_hash(hash_key(key))
 
-    def authenticate_digest(self, digest):
-        """The Client whose key has this hash (managed mode): how a Live token finds the key that minted it."""
+    def by_hash(self, digest):
+        """The managed-mode client whose key hashes to ``digest`` (see :func:`hash_key`), checked as a presented
+        key is: for calls that carry no key but a credential bound to one (an upload session)."""
         name = None
         for static_digest, static_name in self._static:  # no early exit: constant work whichever key matches
             if hmac.compare_digest(digest, static_digest):

@@ -72,6 +72,7 @@ def usage_row(call):
         "aborted": bool(call.aborted),
         "route": call.method,
         "door": call.door,
+        "batch": call.batch,
     }
     row.update(token_counts(call.usage))
     return row

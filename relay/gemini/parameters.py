@@ -12,7 +12,9 @@ leak a credential or leave relay blind to what it relays:
   other than JSON (``alt=proto``, ``alt=media``, JSONP ``callback``), ``alt=sse`` outside a stream, ``alt``
   twice with different values, the v1 error format (``$.xgafv=1``: relay reads RetryInfo and ErrorInfo
   from v2 errors to rest or disable keys), and overrides of what relay checked (``$ct`` content type,
-  ``$httpMethod``, ``$apiVersion``, upload protocols);
+  ``$httpMethod``, ``$apiVersion``, upload protocols outside the upload routes); the Files API's media
+  routes take what they need: ``uploadType``/``upload_protocol`` (``resumable`` or ``multipart``) on
+  uploads, ``alt=media`` on downloads;
 * a field mask (``fields``, ``$fields``, the ``X-Goog-FieldMask`` header) is widened with ``usageMetadata``
   on the methods relay accounts, so the caller's limits and usage still see every token; on
   ``cachedContents.create`` / ``patch`` relay records the whole answer (the owner's listing is built from
@@ -27,6 +29,7 @@ Google's names are case-sensitive, and relay must not guess differently from Goo
 import re
 
 from relay.errors import BAD_REQUEST_TYPE, InvalidArgument
+from relay.gemini.methods import method_named
 
 CREDENTIALS = frozenset({"key", "access_token", "oauth_token", "bearer_token"})
 ATTRIBUTION = frozenset({"quotauser", "userip", "userproject"})
@@ -38,10 +41,14 @@ REFUSED = {
     "ct": "relay reads the body as JSON and says so upstream; a Content-Type override is not relayed.",
     "httpmethod": "relay relays the HTTP method it received; a method override is not relayed.",
     "apiversion": "the API version is the one in the path; an override is not relayed.",
-    "uploadtype": "relay relays no media uploads.",
-    "upload_protocol": "relay relays no media uploads.",
+    "uploadtype": "media uploads go to POST /upload/{version}/files.",
+    "upload_protocol": "media uploads go to POST /upload/{version}/files.",
 }
+# On the upload routes: the protocols relay relays (both stream the bytes through).
+UPLOAD_PARAMETERS = {"uploadtype": "uploadType", "upload_protocol": "upload_protocol"}
+UPLOAD_PROTOCOLS = ("resumable", "multipart")
 JSON_ALTS = ("json", "json;enum-encoding=int")
+MEDIA_ALTS = ("media", *JSON_ALTS)
 STREAM_ALTS = (*JSON_ALTS, "sse")
 ERROR_FORMATS = ("2",)
 # The answer fields relay reads, by method: a caller's mask is widened with them.
@@ -73,7 +80,10 @@ def forwarded_query(pairs, method, managed):
         bare = bare_name(name)
         if bare in CREDENTIALS or (managed and bare in ATTRIBUTION):
             continue
-        if bare in REFUSED:
+        if bare in UPLOAD_PARAMETERS and _media(method) == "upload":
+            if name != UPLOAD_PARAMETERS[bare] or value not in UPLOAD_PROTOCOLS:
+                raise refused(name, f"relay relays {UPLOAD_PARAMETERS[bare]}={' or '.join(UPLOAD_PROTOCOLS)} uploads.")
+        elif bare in REFUSED:
             raise refused(name, REFUSED[bare])
         canonical = CANONICAL.get(bare)
         if canonical is not None:
@@ -95,10 +105,16 @@ def check_alt(values, method):
     """``alt``/``$alt`` must name one format relay can read: JSON everywhere, SSE on streams."""
     if len(set(values)) > 1:
         raise refused("alt", f"given {len(values)} times with different values; give it once.")
-    allowed = STREAM_ALTS if method == "streamGenerateContent" else JSON_ALTS
+    allowed = STREAM_ALTS if method == "streamGenerateContent" else MEDIA_ALTS if _media(method) == "download" \
+        else JSON_ALTS
     if values[0] not in allowed:
         raise refused("alt", f"{values[0][:40]!r} is not a format relay can relay here; use one of "
                              f"{', '.join(allowed)}.")
+
+
+def _media(method):
+    row = method_named(method)
+    return row.media if row is not None else None
 
 
 def field_mask(mask, method, where):

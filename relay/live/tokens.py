@@ -72,7 +72,7 @@ def look_up(store, authenticator, token, now):
     if record is None:
         raise LiveRefusal(POLICY, "UNAUTHENTICATED: the token is not valid or has expired.", 401)
     try:
-        client = authenticator.authenticate_digest(record["client_hash"])
+        client = authenticator.by_hash(record["client_hash"])
     except Unauthenticated:
         raise LiveRefusal(POLICY, "UNAUTHENTICATED: the key that minted this token is no longer valid.", 401) from None
     mask = record.get("field_mask")

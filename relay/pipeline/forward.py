@@ -16,7 +16,7 @@ from relay.gemini.methods import accounts_usage
 from relay.errors import DeadlineExceeded, RelayError, Unavailable
 from relay.pipeline.encoders import GEMINI
 from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
-from relay.upstream.http import UpstreamFailure, read_limited, send
+from relay.upstream.http import READ_ERRORS, UpstreamFailure, iter_body, read_limited, send
 from relay.upstream.pool import KEYS_REFUSED, Target
 from relay.upstream.verdict import classify_error, google_error, steers_identity
 
@@ -104,6 +104,8 @@ class Call:
     aborted: str | None = None  # "client", "upstream" or "shutdown"
     latency_ms: float = 0.0
     encoder: object = GEMINI  # how the answer is written to the caller (pipeline.encoders)
+    batch: bool = False  # the usage of a batch job (relay.clients.batch_usage), not of this request's own answer
+    prefix: str = ""  # upstream path before the version: "/upload" or "/download" for Files API media
 
     @property
     def door(self):
@@ -145,13 +147,36 @@ def _forward(call, services):
     length = upstream.headers.get("Content-Length")
     small = length is not None and length.isdigit() and int(length) <= SMALL_BODY
     if call.inspect is not None or call.encoder.translates_units or small:
-        body = read_limited(upstream, INSPECT_LIMIT)
+        body, head = read_for_inspection(upstream)
+        if body is None and not call.encoder.translates_units:
+            # Too long to read whole (a finished batch's inlined results can be): relayed uninspected.
+            return Reply(upstream.status_code, headers, StreamBody(relay_unary_chunks(call, upstream, head)),
+                         streamed=True)
+        if body is None:
+            upstream.close()
+            body = b"".join(head)[:INSPECT_LIMIT]
         call.status = upstream.status_code
         if call.inspect is not None:
             body = call.inspect(call, body) or body
         call.usage = framing.find_usage(body) if accounts_usage(call.method) else None
         return Reply(upstream.status_code, headers, call.encoder.unary(call, body))
     return Reply(upstream.status_code, headers, StreamBody(relay_unary_chunks(call, upstream)), streamed=True)
+
+
+def read_for_inspection(upstream):
+    """(body, None) for an answer of at most INSPECT_LIMIT bytes, read whole; (None, the chunks read so far) for a
+    longer one, the rest of which is still to be read."""
+    chunks, size = [], 0
+    try:
+        for chunk in iter_body(upstream):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > INSPECT_LIMIT:
+                return None, chunks
+    except READ_ERRORS:
+        pass
+    upstream.close()
+    return b"".join(chunks), None
 
 
 def open_upstream(call, services):
@@ -235,7 +260,7 @@ def plan_targets(call, services):
 
 def upstream_url(call):
     query = f"?{urlencode(call.query)}" if call.query else ""
-    return f"/{call.version}/{call.resource}{query}"
+    return f"{call.prefix}/{call.version}/{call.resource}{query}"
 
 
 def call_secrets(call, target):

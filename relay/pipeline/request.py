@@ -21,9 +21,12 @@ BODY_CONTENT_TYPE = "application/json"
 BODY_METHODS = ("POST", "PATCH")
 
 
-def begin(version, method, requested_model=None, resource="", stream=None):
+def begin(version, method, requested_model=None, resource="", stream=None, authenticate=True):
     """Start the Call every view fills in (the access log reads it too), authenticate the caller, then decide
-    which of its query parameters and headers go upstream (a 400 for one relay cannot relay)."""
+    which of its query parameters and headers go upstream (a 400 for one relay cannot relay).
+
+    ``authenticate=False`` leaves ``call.client`` to the view: an upload's chunks may carry no key, their
+    upload id is the credential (relay.api.uploads)."""
     services = current()
     call = Call(
         request_id=g.request_id, http_method=request.method, version=version, route=request.url_rule.rule,
@@ -31,7 +34,8 @@ def begin(version, method, requested_model=None, resource="", stream=None):
         client_socket=request.environ.get("gunicorn.socket"),
     )
     g.call = call
-    call.client = services.auth.authenticate(presented_key(request.headers, request.args))
+    if authenticate:
+        call.client = services.auth.authenticate(presented_key(request.headers, request.args))
     managed = services.settings.managed
     call.query = parameters.forwarded_query(request.args.items(multi=True), method, managed)
     call.headers = parameters.forwarded_header_values(forwarded_headers(request.environ), method, managed)

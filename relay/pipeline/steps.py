@@ -31,14 +31,17 @@ def admit(services, call):
     services.limits.admit(call)
 
 
-def prepare(services, call, ctx, body):
-    """Let the plugins rewrite the Gemini ``body`` (in place), pin the call to the upstream key that owns
+def prepare(services, call, ctx, body, rewrite=None):
+    """Let the plugins rewrite the Gemini ``body`` (in place), then the view's own ``rewrite(body)`` if any (a
+    batch carries the plugins' changes into each of its requests), pin the call to the upstream key that owns
     the resources it names (caches, files), and take the plugins' read timeout.  True if the body changed.
 
     Pinning checks ownership: in managed mode a resource another client created answers 403, resources on
     different keys 400 FAILED_PRECONDITION.
     """
     changed = services.plugins.rewrite_request(ctx, body)
+    if rewrite is not None:
+        changed = rewrite(body) or changed
     ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))
     call.read_timeout = services.plugins.read_timeout(ctx)
     return changed

@@ -5,12 +5,14 @@ ends an SSE stream with one ``data: {"error": …}`` event and a JSON-array stre
 element, so SDKs raise instead of seeing a clean end.  A caller that hangs up cuts the upstream at once.
 """
 
+import itertools
 import time
 from collections import deque
 
 
 from relay.pipeline import clientwatch
 from relay.gemini import framing
+from relay.gemini.methods import accounts_usage
 from relay.observability import metrics
 from relay.errors import DeadlineExceeded, Unavailable
 from relay.upstream.http import READ_ERRORS, abort, iter_body
@@ -98,14 +100,15 @@ def relay_stream(call, upstream):
                 yield ending
 
 
-def relay_unary_chunks(call, upstream):
-    """Forward a large unary body chunk by chunk, keeping only its tail to read usageMetadata from."""
+def relay_unary_chunks(call, upstream, head=()):
+    """Forward a large unary body chunk by chunk (after ``head``, chunks of it already read), keeping only its
+    tail to read usageMetadata from."""
     call.status = upstream.status_code
     tail, tail_size = deque(), 0
     stop_watching = clientwatch.watch(call.client_socket, lambda: _client_gone(call, upstream))
     with _EndAccounted(call):
         try:
-            for chunk in iter_body(upstream):
+            for chunk in itertools.chain(head, iter_body(upstream)):
                 if call.first_byte_ms is None:
                     call.first_byte_ms = (time.perf_counter() - call.started) * 1000
                 tail.append(chunk)
@@ -113,7 +116,7 @@ def relay_unary_chunks(call, upstream):
                 while tail_size - len(tail[0]) >= USAGE_TAIL:
                     tail_size -= len(tail.popleft())
                 yield chunk
-            if call.aborted != "client":
+            if call.aborted != "client" and accounts_usage(call.method):
                 call.usage = framing.tail_usage(b"".join(tail)[-USAGE_TAIL:])
         except READ_ERRORS:
             # Headers and part of the body are out: all we can do is end the response early.

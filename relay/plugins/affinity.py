@@ -5,9 +5,10 @@ that key.  This plugin only finds the references (pure: no I/O); :mod:`relay.own
 against the records in the shared store and pins the call.
 
 It finds ``cachedContent`` (in either spelling, and in the legacy countTokens ``generateContentRequest``)
-on the methods that take one, every ``fileData.fileUri`` naming a Gemini file anywhere in the body (contents,
-systemInstruction, the legacy ``generateContentRequest``, inline batch requests), and a batch's input file
-(``batch.inputConfig.fileName``).  A Gemini file is ``files/<id>`` or
+on the methods that take one and in each inlined request of a batch, every ``fileData.fileUri`` naming a
+Gemini file anywhere in the body (contents, systemInstruction, the legacy ``generateContentRequest``, inline
+batch requests), a batch's input file (``batch.inputConfig.fileName``) and a Veo instance's ``video.uri``
+(a video to extend).  A Gemini file is ``files/<id>`` or
 ``https://generativelanguage.googleapis.com/{v1,v1beta,v1alpha,v1main}/files/<id>``, optionally ending in
 ``:download?alt=media`` as generated videos do.  Other URIs (YouTube, ``gs://``, media on other hosts) are
 left alone, except one that mentions Google's API host or starts with ``files/`` in any other form: Google
@@ -70,6 +71,28 @@ def file_uris(body):
     return uris
 
 
+def batch_requests(body):
+    """The requests inlined in a batch create (``batch.inputConfig.requests.requests[].request``, either spelling)."""
+    batch = body.get("batch")
+    configs = (batch.get("inputConfig"), batch.get("input_config")) if isinstance(batch, dict) else ()
+    found = []
+    for config in configs:
+        inline = config.get("requests") if isinstance(config, dict) else None
+        items = inline.get("requests") if isinstance(inline, dict) else None
+        for item in items if isinstance(items, list) else ():
+            if isinstance(item, dict) and isinstance(item.get("request"), dict):
+                found.append(item["request"])
+    return found
+
+
+def instance_videos(body):
+    """The ``video.uri`` of each instance of a Veo request (``instances[].video.uri``)."""
+    instances = body.get("instances")
+    videos = [instance.get("video") for instance in instances if isinstance(instance, dict)] \
+        if isinstance(instances, list) else []
+    return [video["uri"] for video in videos if isinstance(video, dict) and isinstance(video.get("uri"), str)]
+
+
 def batch_input_files(body):
     """The input file a batch create names (``batch.inputConfig.fileName``, in either spelling)."""
     batch = body.get("batch")
@@ -88,7 +111,10 @@ class ResourceAffinity:
             inner = generate_request(ctx.method, body)
             names = cache_names(body) + (cache_names(inner) if inner is not None and inner is not body else [])
             found += [("cachedContents", name) for name in names]
-        for uri in file_uris(body) + batch_input_files(body):
+        for inner in batch_requests(body) if ctx.method == "batchGenerateContent" else ():
+            found += [("cachedContents", name) for name in cache_names(inner)]
+        videos = instance_videos(body) if ctx.method == "predictLongRunning" else []
+        for uri in file_uris(body) + batch_input_files(body) + videos:
             reference = file_reference(uri)
             if reference is not None:
                 found.append(("files", reference))

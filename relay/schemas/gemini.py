@@ -218,6 +218,48 @@ class CreateCachedContentRequest(GeminiSchema):
     expire_time = fields.String(data_key="expireTime")
 
 
+class PredictRequest(GeminiSchema):
+    """Imagen's ``:predict`` and Veo's ``:predictLongRunning``, checked loosely: what each instance holds is
+    the model's business."""
+
+    instances = fields.List(fields.Dict(), required=True, validate=Length(min=1, error="instances must not be empty."))
+    parameters = fields.Dict()
+
+
+class InlinedRequest(GeminiSchema):
+    request = fields.Dict(required=True)
+    metadata = fields.Dict()
+
+
+class InlinedRequests(GeminiSchema):
+    requests = fields.List(fields.Nested(InlinedRequest), required=True,
+                           validate=Length(min=1, error="a batch needs at least one request."))
+
+
+class BatchInputConfig(GeminiSchema):
+    requests = fields.Nested(InlinedRequests)
+    file_name = fields.String(data_key="fileName")
+
+    @validates_schema
+    def requests_or_file(self, data, **kwargs):
+        if ("requests" in data) == ("file_name" in data):
+            raise ValidationError("Set exactly one of requests (inlined) or fileName (files/<id>, a JSONL file).",
+                                  "requests")
+
+
+class Batch(GeminiSchema):
+    model = fields.String()
+    display_name = fields.String(data_key="displayName")
+    input_config = fields.Nested(BatchInputConfig, data_key="inputConfig", required=True)
+
+
+class CreateBatchRequest(GeminiSchema):
+    """``:batchGenerateContent`` and ``:asyncBatchEmbedContent``: the batch's shape is checked, not each inlined
+    request (Google answers a bad one in its place in the results)."""
+
+    batch = fields.Nested(Batch, required=True)
+
+
 # One instance each: marshmallow schemas are safe to share once built.
 SCHEMAS = {
     "generateContent": GenerateContentRequest(),
@@ -226,4 +268,8 @@ SCHEMAS = {
     "embedContent": EmbedContentRequest(),
     "batchEmbedContents": BatchEmbedContentsRequest(),
     "cachedContents.create": CreateCachedContentRequest(),
+    "predict": PredictRequest(),
+    "predictLongRunning": PredictRequest(),
+    "batchGenerateContent": CreateBatchRequest(),
+    "asyncBatchEmbedContent": CreateBatchRequest(),
 }

@@ -9,7 +9,9 @@ BLOCKED_STATES = ("cooling", "disabled")
 # collection names, except "uploads": relay's own ids for resumable upload sessions.
 CACHES = "cachedContents"
 RESOURCE_KINDS = (CACHES, "files", "uploads", "batches", "operations")
-USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream", "door")
+# "kind" groups by what was used: "batch" (a batch job's usage, accounted once when relay first saw it
+# finished) or "interactive" (every other call); "door" by the front door a call came through.
+USAGE_GROUPS = ("model", "upstream_model", "key", "day", "status", "upstream", "door", "kind")
 TOKEN_FIELDS = (
     "prompt_tokens", "candidates_tokens", "thoughts_tokens",
     "cached_tokens", "tool_use_tokens", "total_tokens",
@@ -19,7 +21,7 @@ USAGE_DEFAULTS = {
     "ts": 0.0, "request_id": None, "client": None, "requested_model": None,
     "upstream_model": None, "upstream": None, "key_id": None, "status": 0,
     "upstream_status": None, **{field: 0 for field in TOKEN_FIELDS},
-    "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None,
+    "modalities": None, "latency_ms": 0.0, "streamed": False, "aborted": False, "route": None, "batch": False,
     # The front door ("gemini" or "openai"); None on rows written before relay recorded it.
     "door": None,
 }
@@ -114,7 +116,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def delete_resource(self, kind: str, name: str) -> None:
-        """Forget a resource; deleting a missing name is not an error."""
+        """Forget a resource (and its claims); deleting a missing name is not an error."""
+
+    @abc.abstractmethod
+    def claim_resource(self, kind: str, name: str, claim: str, now: float) -> bool:
+        """Mark `claim` (e.g. "accounted") on the unexpired resource `name`, atomically: True for the one
+        caller, in any worker or instance, that set it; False when it was set before or the record is
+        missing or expired. A put_resource of the same name keeps its claims; delete and expiry drop them.
+        """
 
     # The same for context caches, by their older names.
 
@@ -294,6 +303,7 @@ def normalize_usage_row(row: dict) -> dict:
     normalized["latency_ms"] = float(normalized["latency_ms"] or 0.0)
     normalized["streamed"] = bool(normalized["streamed"])
     normalized["aborted"] = bool(normalized["aborted"])
+    normalized["batch"] = bool(normalized["batch"])
     normalized["modalities"] = dict(normalized["modalities"] or {})
     return normalized
 

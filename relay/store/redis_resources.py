@@ -2,7 +2,8 @@
 
 One hash family and two sorted-set indexes per kind (`<kind>` is one of RESOURCE_KINDS):
 
-- `<prefix>res:<kind>:<name>` is a hash {client, owner (JSON), expire_at}, expiring at expire_at by the wall
+- `<prefix>res:<kind>:<name>` is a hash {client, owner (JSON), expire_at, and a `claim:<claim>` field per
+  claim_resource}, expiring at expire_at by the wall
   clock (to reclaim memory; reads judge expiry by the caller's `now`).
 - `<prefix>res-client:<kind>:<client>` is a sorted set of that client's names scored by expire_at: listing
   one client's resources reads only its own entries. It expires with its last entry.
@@ -42,7 +43,15 @@ redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if client and client ~= '' then redis.call('ZREM', ARGV[2] .. client, ARGV[1]) end
 """
-RESOURCE_SCRIPTS = {"put_resource": PUT_RESOURCE_LUA, "delete_resource": DELETE_RESOURCE_LUA}
+# KEYS: the record hash. ARGV: the claim, now. A claim is a field of the record hash: put_resource's HSET
+# leaves it, and it goes with the record (DEL, or its wall-clock expiry).
+CLAIM_RESOURCE_LUA = """
+local expire_at = redis.call('HGET', KEYS[1], 'expire_at')
+if not expire_at or tonumber(expire_at) <= tonumber(ARGV[2]) then return 0 end
+return redis.call('HSETNX', KEYS[1], 'claim:' .. ARGV[1], '1')
+"""
+RESOURCE_SCRIPTS = {"put_resource": PUT_RESOURCE_LUA, "delete_resource": DELETE_RESOURCE_LUA,
+                    "claim_resource": CLAIM_RESOURCE_LUA}
 
 
 class RedisResourceIndex:
@@ -72,6 +81,11 @@ class RedisResourceIndex:
         """(keys, args) for the delete_resource script."""
         check_resource_kind(kind)
         return [self.record_key(kind, name), self.all_index(kind)], [name, self.client_index_prefix(kind)]
+
+    def claim_arguments(self, kind, name, claim, now):
+        """(keys, args) for the claim_resource script."""
+        check_resource_kind(kind)
+        return [self.record_key(kind, name)], [claim, repr(float(now))]
 
     def get(self, redis_client, kind, name, now):
         check_resource_kind(kind)

@@ -258,6 +258,9 @@ class RedisStore(Store):
     def delete_resource(self, kind, name):
         self._run("delete_resource", *self._resources.delete_arguments(kind, name))
 
+    def claim_resource(self, kind, name, claim, now):
+        return self._run("claim_resource", *self._resources.claim_arguments(kind, name, claim, now)) == 1
+
     # Client keys
 
     def add_client_key(self, record):

@@ -7,8 +7,8 @@ Every batch of rows is written by one Lua script, so the raw rows and the totals
   `since` not on a whole hour: the rows from `since` to the next whole hour (see `query`).
 - `<prefix>usage:day:<start>` and `<prefix>usage:hour:<start>` (start: unix seconds of the UTC day or hour)
   are strings, each a JSON object with one entry per usage combination: the key is the JSON array
-  `[client, requested_model, upstream_model, upstream, status, door]` (combinations written before relay
-  recorded the door have five entries: their door is null), the value the comma-separated counts
+  `[client, requested_model, upstream_model, upstream, status, door, batch]` (door: the front door, batch:
+  true for a batch job's usage), the value the comma-separated counts
   "requests,prompt,candidates,thoughts,cached,tool_use,total". Errors are not stored: a combination's
   status says whether all its requests were errors. One string per granule, not a hash, so that a query
   gets each as one reply (parsing a field and a value per combination cost more than the rest).
@@ -74,9 +74,12 @@ class UsageCombination(NamedTuple):
     upstream_model: str | None
     upstream: str | None
     status: int
-    door: str | None = None  # the front door; absent from totals written before relay recorded it
+    door: str | None = None  # the front door ("gemini", "openai")
+    batch: bool = False  # a batch job's usage, accounted once when relay first saw it finished
 
     def group_value(self, group: str, day: str):
+        if group == "kind":
+            return "batch" if self.batch else "interactive"
         if group == "model":
             return self.requested_model
         if group == "key":
@@ -165,7 +168,8 @@ def _granule_sums(rows: list[dict]) -> dict[tuple, dict[str, str]]:
     """Sum a batch per (index KEYS position, "day" or "hour", start) and combination field, packed."""
     sums: dict[tuple, dict[str, list[int]]] = {}
     for row in rows:
-        field = orjson.dumps(list(_row_combination(row))).decode()
+        combination = _row_combination(row)
+        field = orjson.dumps(list(combination)).decode()
         counts = _row_counts(row)
         for index_position, level, seconds in ((2, "day", DAY_S), (3, "hour", HOUR_S)):
             granule = (index_position, level, int(row["ts"] // seconds * seconds))
@@ -178,7 +182,7 @@ def _granule_sums(rows: list[dict]) -> dict[tuple, dict[str, str]]:
 
 def _row_combination(row: dict) -> UsageCombination:
     return UsageCombination(row["client"], row["requested_model"], row["upstream_model"], row["upstream"],
-                            row["status"], row["door"])
+                            row["status"], row.get("door"), bool(row.get("batch")))
 
 
 def _row_counts(row: dict) -> list[int]:

@@ -25,6 +25,8 @@ CREATE TABLE IF NOT EXISTS resources (
     PRIMARY KEY (kind, name));
 CREATE INDEX IF NOT EXISTS resources_by_client ON resources (kind, client, name);
 CREATE INDEX IF NOT EXISTS resources_expire_at ON resources (expire_at);
+CREATE TABLE IF NOT EXISTS resource_claims (
+    kind TEXT NOT NULL, name TEXT NOT NULL, claim TEXT NOT NULL, PRIMARY KEY (kind, name, claim));
 CREATE TABLE IF NOT EXISTS client_keys (
     name TEXT PRIMARY KEY, key_hash TEXT NOT NULL UNIQUE, record TEXT NOT NULL, last_used REAL);
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, tokens REAL NOT NULL, updated REAL NOT NULL);
@@ -35,7 +37,7 @@ CREATE TABLE IF NOT EXISTS usage (
     prompt_tokens INTEGER NOT NULL, candidates_tokens INTEGER NOT NULL, thoughts_tokens INTEGER NOT NULL,
     cached_tokens INTEGER NOT NULL, tool_use_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
     modalities TEXT NOT NULL, latency_ms REAL NOT NULL, streamed INTEGER NOT NULL, aborted INTEGER NOT NULL,
-    route TEXT);
+    route TEXT, door TEXT, batch INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_client_ts ON usage (client, ts);
 CREATE TABLE IF NOT EXISTS records (
@@ -50,7 +52,13 @@ SELECT_USAGE = f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage"
 GROUP_EXPRESSIONS = {
     "model": "requested_model", "upstream_model": "upstream_model", "key": "client", "day": "strftime('%Y-%m-%d', ts, 'unixepoch')",
     "status": "status", "upstream": "upstream", "door": "door",
+    "kind": "CASE WHEN batch THEN 'batch' ELSE 'interactive' END",
 }
+# Claims whose resource is gone (deleted, or expired and swept).
+DROP_ORPHAN_CLAIMS = """
+DELETE FROM resource_claims WHERE NOT EXISTS (
+    SELECT 1 FROM resources WHERE resources.kind = resource_claims.kind AND resources.name = resource_claims.name)
+"""
 
 COOL_DOWN = """
 INSERT INTO key_health (key_id, state, until, reason, last_failure_at, last_failure_reason)
@@ -116,7 +124,7 @@ class SqliteStore(Store):
         connection.executescript(SCHEMA)
         try:
             _migrate_caches(connection)
-            _migrate_doors_and_values(connection)
+            _migrate_usage_columns(connection)
         except BaseException:
             connection.close()  # the next call opens again and retries the migrations
             raise
@@ -211,15 +219,17 @@ class SqliteStore(Store):
         owner, expire_at = rows[0]
         if expire_at <= now:
             with self._write() as connection:
-                connection.execute("DELETE FROM resources WHERE kind = ? AND name = ? AND expire_at <= ?",
-                                   (kind, name, now))
+                if connection.execute("DELETE FROM resources WHERE kind = ? AND name = ? AND expire_at <= ?",
+                                      (kind, name, now)).rowcount:
+                    connection.execute("DELETE FROM resource_claims WHERE kind = ? AND name = ?", (kind, name))
             return None
         return orjson.loads(owner)
 
     def list_resources(self, kind, client, now):
         check_resource_kind(kind)
         with self._write() as connection:
-            connection.execute("DELETE FROM resources WHERE expire_at <= ?", (now,))
+            if connection.execute("DELETE FROM resources WHERE expire_at <= ?", (now,)).rowcount:
+                connection.execute(DROP_ORPHAN_CLAIMS)
         if client is None:
             rows = self._read("SELECT name, owner FROM resources WHERE kind = ? ORDER BY name", (kind,))
         else:
@@ -231,6 +241,18 @@ class SqliteStore(Store):
         check_resource_kind(kind)
         with self._write() as connection:
             connection.execute("DELETE FROM resources WHERE kind = ? AND name = ?", (kind, name))
+            connection.execute("DELETE FROM resource_claims WHERE kind = ? AND name = ?", (kind, name))
+
+    def claim_resource(self, kind, name, claim, now):
+        check_resource_kind(kind)
+        with self._write() as connection:
+            live = connection.execute("SELECT 1 FROM resources WHERE kind = ? AND name = ? AND expire_at > ?",
+                                      (kind, name, now)).fetchone()
+            if live is None:
+                return False
+            inserted = connection.execute("INSERT OR IGNORE INTO resource_claims (kind, name, claim) VALUES (?, ?, ?)",
+                                          (kind, name, claim))
+            return inserted.rowcount == 1
 
     # Client keys
 
@@ -426,17 +448,17 @@ CREATE INDEX IF NOT EXISTS ttl_values_expire_at ON ttl_values (expire_at);
 VALUES_PER_QUERY = 500
 
 
-def _migrate_doors_and_values(connection):
-    """Add what a database made before the OpenAI door lacks: usage.door (NULL on old rows) and ttl_values.
-
-    Under BEGIN IMMEDIATE, so two workers opening one old file at once add the column once.
-    """
+def _migrate_usage_columns(connection):
+    """Add what a database made by an earlier relay lacks: usage.door (NULL on old rows), usage.batch (0 on
+    old rows) and the ttl_values table.  Under BEGIN IMMEDIATE, so two workers opening one old file at once
+    add each column once."""
     connection.executescript(VALUES_SCHEMA)
     connection.execute("BEGIN IMMEDIATE")
     try:
         columns = {row[1] for row in connection.execute("PRAGMA table_info(usage)")}
-        if "door" not in columns:
-            connection.execute("ALTER TABLE usage ADD COLUMN door TEXT")
+        for column, declaration in (("door", "door TEXT"), ("batch", "batch INTEGER NOT NULL DEFAULT 0")):
+            if column not in columns:
+                connection.execute(f"ALTER TABLE usage ADD COLUMN {declaration}")
     except BaseException:
         connection.execute("ROLLBACK")
         raise
@@ -454,4 +476,5 @@ def _usage_row(values) -> dict:
     row["modalities"] = orjson.loads(row["modalities"])
     row["streamed"] = bool(row["streamed"])
     row["aborted"] = bool(row["aborted"])
+    row["batch"] = bool(row["batch"])
     return row

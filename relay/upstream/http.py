@@ -227,12 +227,17 @@ def make_session(pool_size=2048):
 _timeouts = {}
 
 
-def send(session, method, url, headers, body, timeout):
+def send(session, method, url, headers, body, timeout, length=None):
     """Send one attempt and return the streaming response once its headers arrived.
 
     The request is prepared here and handed to the Session's adapter: ``Session.request`` would re-parse
     and re-quote a URL relay built from checked parts, merge cookie jars, hooks and environment settings
     it never uses — a few hundred microseconds per request that buy nothing on this path.
+
+    ``body`` is bytes, or an iterable of bytes sent piece by piece as it yields them (an upload streamed
+    through) with ``length`` bytes in all, declared as ``Content-Length``.  An exception the iterable
+    raises (the caller hung up) is not an upstream failure: it propagates as it is, after urllib3 closed the
+    connection, so the upstream sees the request cut short.
     """
     prepared = requests.PreparedRequest()
     prepared.prepare_method(method)
@@ -240,7 +245,7 @@ def send(session, method, url, headers, body, timeout):
     prepared.prepare_headers({**DEFAULT_HEADERS, **headers})
     prepared.body = body
     if body is not None:
-        prepared.headers["Content-Length"] = str(len(body))
+        prepared.headers["Content-Length"] = str(len(body) if length is None else length)
     prepared.hooks = {"response": []}
     resolved = _timeouts.get(timeout)
     if resolved is None:

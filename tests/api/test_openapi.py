@@ -33,7 +33,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 @pytest.fixture(scope="module")
 def relay_app(module_app_factory):
     return module_app_factory({"RELAY_UPSTREAM_KEYS": "up-openapi", "RELAY_API_KEYS": CLIENT_KEY,
-                               "RELAY_ADMIN_TOKEN": ADMIN_TOKEN})
+                               "RELAY_ADMIN_TOKEN": ADMIN_TOKEN, "RELAY_PUBLIC_URL": "https://relay.test"})
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +63,7 @@ def test_unauthenticated_calls_match_the_document_too(relay_app, upstream, api_s
     for operation in api_schema.get_all_operations():
         operation = operation.ok()
         if operation.path.startswith("/{version}"):
-            path = operation.path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash")
-            path = path.replace("{cacheId}", "abc")
+            path = concrete(operation.path)
             response = client.open(path, method=operation.method.upper(), json={})
             assert response.status_code in (400, 401), (operation.method, path, response.status_code)
             error = response.get_json()
@@ -73,7 +72,8 @@ def test_unauthenticated_calls_match_the_document_too(relay_app, upstream, api_s
 
 
 def concrete(path):
-    return (path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash").replace("{cacheId}", "abc"))
+    path = path.replace("{version}", "v1beta").replace("{model}", "gemini-2.5-flash").replace("{cacheId}", "abc")
+    return path.replace("{fileId}", "abc").replace("{batchId}", "abc").replace("{operationId}", "abc")
 
 
 def test_document_and_routes_agree(relay_app):
@@ -89,9 +89,10 @@ def test_document_and_routes_agree(relay_app):
             documented_endpoints.add((endpoint, method.upper()))
             prefixed, _arguments = adapter.match("/v1" + concrete(path), method=method.upper()) \
                 if path.startswith("/{version}") else (None, None)
-            assert prefixed is None or "_v1_prefix." in prefixed
+            assert prefixed is None or prefixed.partition(".")[0].endswith("_v1_prefix")
     # A WebSocket route is described by its HTTP twin (the same path without an upgrade) and the README.
     served = {(rule.endpoint, method) for rule in relay_app.url_map.iter_rules()
               for method in rule.methods - {"HEAD", "OPTIONS"}
-              if rule.endpoint != "static" and "_v1_prefix." not in rule.endpoint and not rule.websocket}
+              if rule.endpoint != "static" and not rule.endpoint.partition(".")[0].endswith("_v1_prefix")
+              and not rule.websocket}
     assert served == documented_endpoints, "every route relay serves is documented, and only those"

@@ -94,7 +94,7 @@ def test_a_created_key_authenticates_with_its_limits(cli, store):
     assert (client.name, client.kind, client.rpm, client.tpm, client.models) == ("alice", "managed", 5, None,
                                                                                 ("gemini-2.5-*",))
     assert client.live_sessions == 2
-    assert authenticator(store).authenticate_digest(hash_key(key)) == client
+    assert authenticator(store).by_hash(hash_key(key)) == client
     with pytest.raises(Unauthenticated):
         authenticator(store).authenticate(key[:-1] + ("A" if key[-1] != "A" else "B"))
 

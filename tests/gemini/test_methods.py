@@ -7,7 +7,21 @@ from relay.gemini.methods import METHODS, MODEL_METHODS, accounts_usage, generat
 
 def test_model_methods_are_the_routes_relay_serves():
     assert MODEL_METHODS == ("generateContent", "streamGenerateContent", "countTokens", "embedContent",
-                             "batchEmbedContents")
+                             "batchEmbedContents", "predict", "predictLongRunning", "batchGenerateContent",
+                             "asyncBatchEmbedContent")
+
+
+def test_resource_methods_name_their_kind_and_media():
+    assert {name: method.resource_kind for name, method in METHODS.items() if method.resource_kind} == {
+        "predictLongRunning": "operations", "batchGenerateContent": "batches", "asyncBatchEmbedContent": "batches",
+        "files.upload": "files", "files.uploadChunk": "uploads", "files.download": "files", "files.list": "files",
+        "files.get": "files", "files.delete": "files", "batches.list": "batches", "batches.get": "batches",
+        "batches.cancel": "batches", "batches.delete": "batches", "operations.get": "operations"}
+    assert {name: method.media for name, method in METHODS.items() if method.media} == {
+        "files.upload": "upload", "files.uploadChunk": "upload", "files.download": "download"}
+    # Batches are charged when relay first sees them finished; media answers carry no usageMetadata.
+    assert not any(accounts_usage(name) for name in ("batchGenerateContent", "asyncBatchEmbedContent", "predict",
+                                                     "predictLongRunning", "files.download", "operations.get"))
 
 
 def test_only_stream_generate_content_streams():

@@ -45,6 +45,12 @@ def test_every_credential_spelling_is_stripped(name, managed):
     ([("$apiVersion", "v1alpha")], "generateContent"),
     ([("uploadType", "media")], "cachedContents.create"),
     ([("upload_protocol", "raw")], "generateContent"),
+    ([("uploadType", "media")], "files.upload"),  # simple media uploads are not relayed
+    ([("UploadType", "multipart")], "files.upload"),
+    ([("upload_protocol", "resumable")], "files.get"),
+    ([("alt", "media")], "files.get"),
+    ([("alt", "media")], "generateContent"),
+    ([("alt", "proto")], "files.download"),
     ([("$.xgafv", "1")], "generateContent"),
     ([("$apiFormat", "1")], "generateContent"),
     ([("Fields", "candidates")], "generateContent"),
@@ -74,6 +80,10 @@ def test_what_relay_cannot_read_is_refused(pairs, method):
     ([("pageSize", "50"), ("pageToken", "abc"), ("$alt", "json;enum-encoding=int")], "models.list"),
     ([("updateMask", "ttl")], "cachedContents.patch"),
     ([("futureParameter", "x"), ("Key2", "y")], "generateContent"),
+    ([("uploadType", "multipart")], "files.upload"),
+    ([("uploadType", "resumable"), ("upload_protocol", "resumable")], "files.upload"),
+    ([("upload_id", "abc"), ("upload_protocol", "resumable")], "files.uploadChunk"),
+    ([("alt", "media")], "files.download"),
 ], ids=repr)
 def test_what_relay_can_read_is_passed_on_as_sent(pairs, method):
     assert forwarded_query(pairs, method, managed=True) == pairs

@@ -44,6 +44,7 @@ def generated_rows(count: int, seed: int = 12) -> list[dict]:
             "upstream": chooser.choice(("google", "vertex")), "key_id": "google:a1",
             "status": chooser.choice((200, 200, 200, 429, 500)),
             **{field: chooser.randrange(0, 5000) for field in TOKEN_FIELDS},
+            "batch": chooser.random() < 0.2,
         })
     for ts in (DAY, DAY - 0.25, DAY + 5 * HOUR, DAY + 5 * HOUR - 1e-6):
         rows.append({"ts": ts, "client": "alice", "requested_model": "edge", "status": 200, "total_tokens": 3})
@@ -57,7 +58,9 @@ def expected_usage(rows, since, group, client) -> list[dict]:
         if row["ts"] < since or (client is not None and row.get("client") != client):
             continue
         day = datetime.datetime.fromtimestamp(row["ts"], datetime.timezone.utc).strftime("%Y-%m-%d")
-        value = {"model": row.get("requested_model"), "key": row.get("client"), "day": day}.get(group, row.get(group))
+        kind = "batch" if row.get("batch") else "interactive"
+        value = {"model": row.get("requested_model"), "key": row.get("client"), "day": day, "kind": kind}.get(
+            group, row.get(group))
         total = totals.setdefault(value, {group: value, "requests": 0, "errors": 0, **dict.fromkeys(TOKEN_FIELDS, 0)})
         total["requests"] += 1
         total["errors"] += row.get("status", 0) >= 400

@@ -1,6 +1,7 @@
 """This module provides the contract tests of owned-resource records, run against SQLite and a real Redis, and the
 migrations of each backend's cache records written before resources were generic."""
 
+import multiprocessing
 import sqlite3
 import time
 
@@ -8,6 +9,7 @@ import orjson
 import pytest
 import redis
 
+from relay.store import open_store
 from relay.store.base import RESOURCE_KINDS
 from relay.store.redis_store import RedisStore
 from relay.store.sqlite import SqliteStore
@@ -61,6 +63,45 @@ def test_delete_forgets_and_missing_names_are_fine(store, wall):
     assert store.get_resource("files", "files/x", wall) is None
     assert store.list_resources("files", "alice", wall) == []
     assert store.get_resource("batches", "batches/x", wall) is not None
+
+
+def test_a_claim_is_won_once_and_survives_a_refreshed_record(store, wall):
+    store.put_resource("batches", "batches/b1", owner("alice"), wall + 600)
+    assert store.claim_resource("batches", "batches/b1", "accounted", wall) is True
+    assert store.claim_resource("batches", "batches/b1", "accounted", wall) is False
+    assert store.claim_resource("batches", "batches/b1", "other", wall) is True  # claims are separate
+    store.put_resource("batches", "batches/b1", owner("alice", state="SUCCEEDED"), wall + 900)
+    assert store.claim_resource("batches", "batches/b1", "accounted", wall) is False
+    assert store.get_resource("batches", "batches/b1", wall) == owner("alice", state="SUCCEEDED")
+    assert store.claim_resource("batches", "batches/missing", "accounted", wall) is False
+    assert store.claim_resource("files", "batches/b1", "accounted", wall) is False  # kinds are separate
+
+
+def test_claims_go_with_their_record(store, wall):
+    store.put_resource("batches", "batches/b2", owner("alice"), wall + 600)
+    assert store.claim_resource("batches", "batches/b2", "accounted", wall + 600) is False  # expired by now
+    assert store.claim_resource("batches", "batches/b2", "accounted", wall)
+    store.delete_resource("batches", "batches/b2")
+    store.put_resource("batches", "batches/b2", owner("alice"), wall + 600)  # a new record: nothing claimed
+    assert store.claim_resource("batches", "batches/b2", "accounted", wall) is True
+
+
+def test_a_claim_has_one_winner_across_processes(store_location, wall):
+    opened = open_store(*store_location)
+    opened.put_resource("batches", "batches/race", owner("alice"), wall + 600)
+    opened.close()
+    context = multiprocessing.get_context("fork")
+    with context.Pool(4) as workers:
+        won = workers.starmap(_claim, [(store_location, wall)] * 8)
+    assert sorted(won) == [False] * 7 + [True]
+
+
+def _claim(store_location, wall):
+    opened = open_store(*store_location)
+    try:
+        return opened.claim_resource("batches", "batches/race", "accounted", wall)
+    finally:
+        opened.close()
 
 
 def test_hostile_names_are_just_names(store, wall):

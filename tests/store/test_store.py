@@ -233,7 +233,7 @@ def test_usage_rows_are_complete_and_newest_first(store):
         "upstream_model": "gemini-2.5-flash", "upstream": "google", "key_id": "google:a1", "status": 429,
         "upstream_status": 429, "prompt_tokens": 10, "candidates_tokens": 5, "thoughts_tokens": 0,
         "cached_tokens": 0, "tool_use_tokens": 0, "total_tokens": 15, "modalities": {}, "latency_ms": 12.5,
-        "streamed": False, "aborted": False, "route": "generateContent", "door": None,
+        "streamed": False, "aborted": False, "route": "generateContent", "batch": False, "door": None,
     }
     assert rows[1]["modalities"] == {"TEXT": 10} and rows[1]["streamed"] is True
     assert [row["ts"] for row in store.usage_rows(T + 1)] == [T + 2, T + 1]
@@ -261,8 +261,42 @@ def test_query_usage_groups(store):
     assert [(row["upstream"], row["requests"]) for row in store.query_usage(0, "upstream", "alice")] == [
         ("google", 3)]
     assert store.query_usage(day_two + 1, "model", None) == []
+    store.write_usage([usage(T + 2, route="batchGenerateContent", batch=True, total_tokens=100)])
+    assert [(row["kind"], row["requests"], row["total_tokens"]) for row in store.query_usage(T, "kind", None)] == [
+        ("batch", 1, 100), ("interactive", 3, 45)]
+    assert [row["batch"] for row in store.usage_rows(T + 2) if row["ts"] == T + 2] == [True]
     with pytest.raises(ValueError):
         store.query_usage(0, "colour", None)
+
+
+OLD_USAGE_TABLE = """
+CREATE TABLE usage (
+    id INTEGER PRIMARY KEY, ts REAL NOT NULL, request_id TEXT, client TEXT, requested_model TEXT,
+    upstream_model TEXT, upstream TEXT, key_id TEXT, status INTEGER NOT NULL, upstream_status INTEGER,
+    prompt_tokens INTEGER NOT NULL, candidates_tokens INTEGER NOT NULL, thoughts_tokens INTEGER NOT NULL,
+    cached_tokens INTEGER NOT NULL, tool_use_tokens INTEGER NOT NULL, total_tokens INTEGER NOT NULL,
+    modalities TEXT NOT NULL, latency_ms REAL NOT NULL, streamed INTEGER NOT NULL, aborted INTEGER NOT NULL,
+    route TEXT);
+INSERT INTO usage VALUES (1, 1700000000.0, 'old', 'alice', 'm', 'm', 'google', 'k', 200, 200, 1, 1, 0, 0, 0, 2,
+    '{}', 1.0, 0, 0, 'generateContent');
+"""
+
+
+def test_sqlite_adds_the_batch_column_to_an_older_usage_table(tmp_path):
+    import sqlite3
+
+    from relay.store.sqlite import SqliteStore
+
+    path = str(tmp_path / "old.sqlite3")
+    with sqlite3.connect(path) as old:
+        old.executescript(OLD_USAGE_TABLE)
+    store = SqliteStore(path)
+    try:
+        store.write_usage([usage(T + 1, batch=True)])
+        assert [(row["request_id"], row["batch"]) for row in store.usage_rows(0)] == [(f"req-{T + 1}", True),
+                                                                                      ("old", False)]
+    finally:
+        store.close()
 
 
 # Misc, failures, processes

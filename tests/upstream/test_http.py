@@ -107,6 +107,40 @@ def test_a_request_that_fails_before_sending_leaves_nothing_behind_for_the_next(
     assert not any(b"Injected" in head for head, _ in server.requests)
 
 
+def test_an_iterable_body_is_sent_piece_by_piece_with_its_declared_length(server):
+    pieces = [b"a" * 70_000, b"b" * 3, b"c" * 100_000]
+    response = upstream_http.send(upstream_http.make_session(), "POST", server.url + "/upload/v1beta/files?upload_id=x",
+                                  {}, iter(pieces), TIMEOUT, length=sum(map(len, pieces)))
+    assert upstream_http.read_limited(response, 1 << 20) == ANSWER
+    [(head, sent)] = server.requests
+    assert sent == b"".join(pieces) and b"Content-Length: 170003" in head and b"chunked" not in head.lower()
+
+
+def test_an_iterable_body_that_fails_cuts_the_upstream_request_and_raises_as_it_is():
+    class Gone(Exception):
+        pass
+
+    def body():
+        yield b"x" * 1000
+        raise Gone()
+
+    received = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def read_until_closed():
+            conn, _ = listener.accept()
+            with conn:
+                received.append(b"".join(iter(lambda: conn.recv(65536), b"")))
+
+        reader = threading.Thread(target=read_until_closed, daemon=True)
+        reader.start()
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/upload"
+        with pytest.raises(Gone):
+            upstream_http.send(upstream_http.make_session(), "POST", url, {}, body(), TIMEOUT, length=5000)
+        reader.join(5)
+    head, _, sent = received[0].partition(b"\r\n\r\n")
+    assert b"Content-Length: 5000" in head and sent == b"x" * 1000  # the connection closed with the body cut short
+
+
 def test_keep_alive_connections_are_reused(server):
     session = upstream_http.make_session()
     for _ in range(5):

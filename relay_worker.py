@@ -75,6 +75,9 @@ class RelayWorker(GeventWorker):
                 _stop_reading(client)  # an idle keep-alive connection: its handler sees EOF and returns
         graceful = self.cfg.graceful_timeout
         gevent.sleep(graceful - min(3.0, graceful / 2))
+        close_live = getattr(self.wsgi, "relay_close_live", None)
+        if close_live is not None:
+            close_live(wait=1.0)  # Live sessions get WebSocket 1001 ("going away": resume elsewhere) first
         for greenlet in list(self._serving.values()):
             gevent.kill(greenlet)  # the stream ends, its usage row is queued, then flushed
 

@@ -40,6 +40,7 @@ class Services:
         self.flusher.add(self.pool.flush_counts)
         self.flusher.add(self.limits.flush_last_used)
         self._closed = False
+        self._at_shutdown = []  # what a feature ends before the final flush (Live: its session leases)
         atexit.register(self.shutdown)
 
     def record(self, call, target, outcome, detail=None, retry_delay=None, model=None, reason=None):
@@ -69,11 +70,17 @@ class Services:
         if call.first_byte_ms is not None:
             metrics.first_byte(call.requested_model, call.first_byte_ms / 1000)
 
+    def at_shutdown(self, callback):
+        """Run ``callback()`` when the worker shuts down, before queued usage is flushed."""
+        self._at_shutdown.append(callback)
+
     def shutdown(self):
         """Flush everything queued; safe to call twice (worker_exit hook, then atexit)."""
         if self._closed:
             return
         self._closed = True
+        for callback in self._at_shutdown:
+            callback()
         self.flusher.stop()  # a store that is down is one log line there, not a traceback here
         self.session.close()
 

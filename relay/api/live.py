@@ -87,6 +87,7 @@ def init_app(app):
     registry = LiveSessions(app.extensions["relay"].store)
     app.extensions["relay_live"] = registry
     app.relay_close_live = registry.close_all
+    app.extensions["relay"].at_shutdown(registry.release_all)
     app.register_blueprint(bp)
     app.register_blueprint(bp, url_prefix="/v1", name="live_v1_prefix")
 

@@ -89,6 +89,12 @@ class LiveSessions:
             session.done.wait(max(0.0, deadline - time.monotonic()))
         return len(sessions)
 
+    def release_all(self):
+        """Give back every lease this worker holds (at shutdown: its sessions are over), which also ends the
+        renewer."""
+        for session_id in list(self._leases):
+            self.release(session_id)
+
     def _start_renewer(self):
         with self._lock:
             if self._renewer is None or not self._renewer.is_alive():

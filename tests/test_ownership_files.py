@@ -175,3 +175,15 @@ def test_references_are_bounded_before_the_store_is_asked(app, client, google, m
     body = with_files(*(f"files/f{number}" for number in range(3001)))
     assert "at most 3000" in error_of(generate(client, body), 400, "INVALID_ARGUMENT")["message"]
     assert google.calls == []
+
+
+def test_a_file_named_through_json_escapes_is_still_checked(app, client, google):
+    """relay skips walking bodies whose bytes cannot name a file; an escaped key is the same key to Google."""
+    own_file(app, "theirs", UPSTREAM_KEYS[0], client_key=STRANGER)
+    raw = (b'{"contents": [{"role": "user", "parts": [{"fil\\u0065Data": {"fil\\u0065Uri": "files/theirs", '
+           b'"mimeType": "text/plain"}}]}]}')
+    assert b"ileUri" not in raw and b"ile_uri" not in raw
+    response = client.post(f"/v1beta/models/{MODEL}:generateContent", data=raw,
+                           headers={**as_client(OWNER), "Content-Type": "application/json"})
+    assert error_of(response, 403, "PERMISSION_DENIED")["message"] == DENIED_FILE.format("theirs")
+    assert google.calls == []

@@ -50,6 +50,7 @@ def model_action(version, collection, target):
                   memory=services.validated, pause=pause_for_others)
     changed = drop_body_model(body, method)
     ctx = steps.resolve(services, call, method, model)
+    ctx.raw_body = raw
     steps.admit(services, call)
     changed = retarget_body_models(body, collection, model, call.upstream_model, method) or changed
     extra = PREPARE_BODY.get(method)

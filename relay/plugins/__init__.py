@@ -36,6 +36,9 @@ class PluginContext:
     requested_model: str | None = None
     upstream_model: str | None = None
     scratch: dict = field(default_factory=dict)
+    # The caller's body as it arrived, when relay parsed it from those bytes (None when relay built the body,
+    # as the OpenAI door does): lets a hook skip a walk of a large body for a key the bytes cannot hold.
+    raw_body: bytes | None = None
 
     def scratch_for(self, plugin):
         return self.scratch.setdefault(plugin.name, {})

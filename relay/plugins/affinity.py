@@ -55,6 +55,14 @@ def file_reference(uri):
     return None
 
 
+def may_name_files(ctx):
+    """Whether the body can hold a ``fileData.fileUri`` at all: its raw bytes spell the key, or escape
+    something (``\\u0066ileUri`` is the same key once parsed), or relay built the body itself (no bytes).
+    Saves walking every value of a large body that names no file."""
+    raw = ctx.raw_body
+    return raw is None or b"ileUri" in raw or b"ile_uri" in raw or b"\\u" in raw
+
+
 def file_uris(body):
     """Every ``fileData.fileUri`` (either spelling) anywhere in ``body``, in document order."""
     uris, stack = [], [body]
@@ -114,7 +122,7 @@ class ResourceAffinity:
         for inner in batch_requests(body) if ctx.method == "batchGenerateContent" else ():
             found += [("cachedContents", name) for name in cache_names(inner)]
         videos = instance_videos(body) if ctx.method == "predictLongRunning" else []
-        for uri in file_uris(body) + batch_input_files(body) + videos:
+        for uri in (file_uris(body) if may_name_files(ctx) else []) + batch_input_files(body) + videos:
             reference = file_reference(uri)
             if reference is not None:
                 found.append(("files", reference))

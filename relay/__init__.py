@@ -51,25 +51,12 @@ def create_app(overrides=None, environ=None, store=None, check_open=None):
     app.register_blueprint(openai.bp)
     live.init_app(app)
     lifecycle.init_app(app)
-    app.before_request(require_host)
     cli.init_app(app)
     if check_open is None:
         check_open = click.get_current_context(silent=True) is None
     if check_open:
         check_not_open(settings, services.auth)
     return app
-
-
-def require_host():
-    """HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2): answer 400 without one, or with several."""
-    from flask import request
-
-    from relay.errors import InvalidArgument
-
-    environ = request.environ
-    host = environ.get("HTTP_HOST")
-    if (host is None and environ.get("SERVER_PROTOCOL") == "HTTP/1.1") or (host is not None and "," in host):
-        raise InvalidArgument("An HTTP/1.1 request must carry exactly one Host header.")
 
 
 def check_clients(settings):

@@ -8,6 +8,7 @@ gunicorn's master imports it before gevent has patched anything.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -405,4 +406,4 @@ def _managed(settings):
 
 Upstream = _settings_class("Upstream", UPSTREAM_FIELDS, "One upstream, as UPSTREAM_FIELDS declares it.")
 Settings = _settings_class("Settings", SETTINGS, "Relay's settings, as SETTINGS declares them.",
-                           namespace={"managed": property(_managed)})
+                           namespace={"managed": functools.cached_property(_managed)})

@@ -42,6 +42,10 @@ def init_app(app):
 def _start():
     g.request_id = uuid.uuid4().hex
     g.started = time.perf_counter()
+    host = request.environ.get("HTTP_HOST")
+    if (host is None and request.environ.get("SERVER_PROTOCOL") == "HTTP/1.1") or (host is not None and "," in host):
+        # HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2).
+        raise InvalidArgument("An HTTP/1.1 request must carry exactly one Host header.")
 
 
 def render_error(error):

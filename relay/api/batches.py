@@ -15,10 +15,11 @@ import dataclasses
 from flask import Blueprint, request
 
 from relay import ownership
+from relay.api.files import list_owned
 from relay.api.lifecycle import respond
 from relay.api.routing import VERSION
 from relay.clients import batch_usage
-from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
+from relay.errors import MethodNotAllowed, NotFound, bad_request
 from relay.pipeline.body import read_body
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin
@@ -33,10 +34,7 @@ JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}
 
 @bp.get(f"/{VERSION}/batches")
 def list_batches(version):
-    services, call = begin(version, "batches.list", resource="batches")
-    if services.settings.managed:
-        return render_json(ownership.page(services, call, "batches", "operations", request.args)), 200, JSON_HEADERS
-    return respond(forward(call, services))
+    return list_owned(version, "batches", "operations")
 
 
 @bp.route(f"/{VERSION}/batches/<target>", methods=["GET", "POST", "DELETE"])

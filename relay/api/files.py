@@ -28,9 +28,15 @@ RECORD_FIELDS = ("upstream", "key_id", "client", "resource")
 
 @bp.get(f"/{VERSION}/files")
 def list_files(version):
-    services, call = begin(version, "files.list", resource="files")
+    return list_owned(version, "files", "files")
+
+
+def list_owned(version, kind, answer_key):
+    """``GET {version}/{kind}``: in managed mode the caller's own, from relay's records (any one upstream key
+    lists only its own), paginated under ``answer_key``; in passthrough mode Google's answer."""
+    services, call = begin(version, f"{kind}.list", resource=kind)
     if services.settings.managed:
-        return render_json(ownership.page(services, call, "files", "files", request.args)), 200, JSON_HEADERS
+        return render_json(ownership.page(services, call, kind, answer_key, request.args)), 200, JSON_HEADERS
     return respond(forward(call, services))
 
 

@@ -16,12 +16,12 @@ import binascii
 import logging
 import re
 import time
-from datetime import datetime
 
 import orjson
 
 from relay.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable, render_json
 from relay.store import StoreError
+from relay.gemini.timestamps import parse_timestamp
 from relay.store.base import CACHES
 
 log = logging.getLogger("relay.ownership")
@@ -29,7 +29,6 @@ DEFAULT_TTL = 3600.0
 FILE_TTL = 48 * 3600.0  # Google keeps a file 48 hours (a File without expirationTime is kept as long)
 # A record past this size keeps only the resource's short scalar fields (name, times, state, ...).
 MAX_RECORD_BYTES = 16 * 1024
-_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
 # The names relay looks up, per kind; anything else is refused before the store is asked.
 NAMES = {
     CACHES: re.compile(r"cachedContents/[A-Za-z0-9_-]{1,256}"),
@@ -68,16 +67,6 @@ def unroutable(kind, name):
     hint = (" A file is referenced as files/<id> or by its uri, https://generativelanguage.googleapis.com/"
             "v1beta/files/<id> (<id>: up to 40 lowercase letters, digits and dashes)." if kind == "files" else "")
     return InvalidArgument(f"{shown} does not name a {kind} resource relay can route.{hint}")
-
-
-def parse_timestamp(text):
-    """Unix seconds of an RFC 3339 timestamp with up to nine fractional digits (Google's form), or None."""
-    match = _RFC3339.match(text) if isinstance(text, str) else None
-    if not match:
-        return None
-    whole, fraction, zone = match.groups()
-    moment = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-    return moment.timestamp() + (float(f"0.{fraction}") if fraction else 0.0)
 
 
 def owner_of(services, call, kind, name):

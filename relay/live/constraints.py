@@ -12,16 +12,15 @@ locks the whole setup; with one, only the listed fields are locked, to the token
 import copy
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from relay.errors import bad_request
+from relay.gemini.timestamps import parse_timestamp
 
 DEFAULT_USES = 1
 DEFAULT_EXPIRE_SECONDS = 30 * 60
 DEFAULT_NEW_SESSION_SECONDS = 60
 MAX_AHEAD_SECONDS = 20 * 3600
 MAX_USES = 1_000_000
-RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})")
 FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 # Fields that stay the session's own under a whole-setup lock: which conversation to resume.
@@ -65,30 +64,12 @@ def _time(body, camel, snake, default, now, violations):
     value = _field(body, camel, snake, None)
     if value is None:
         return default
-    moment = parse_rfc3339(value)
+    moment = parse_timestamp(value)
     if moment is None:
         violations.append((camel, "Must be an RFC 3339 time, e.g. 2026-05-01T12:00:00Z."))
     elif not now < moment < now + MAX_AHEAD_SECONDS:
         violations.append((camel, "Must be in the future and less than 20 hours ahead."))
     return moment
-
-
-def parse_rfc3339(text):
-    """Seconds since the epoch for an RFC 3339 time (fractions beyond microseconds dropped), else None."""
-    match = RFC3339.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        return None
-    day, clock, fraction, offset = match.groups()
-    fraction = f".{fraction[:6]}" if fraction else ""
-    offset = "+00:00" if offset in "Zz" else offset
-    try:
-        return datetime.fromisoformat(f"{day}T{clock}{fraction}{offset}").timestamp()
-    except ValueError:
-        return None
-
-
-def rfc3339(seconds):
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _setup(value, violations):

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from relay.clients.auth import Client
 from relay.errors import Unauthenticated
-from relay.live.constraints import TokenSpec, apply_constraints, rfc3339
+from relay.gemini.timestamps import format_timestamp
+from relay.live.constraints import TokenSpec, apply_constraints
 from relay.live.protocol import INTERNAL, POLICY, LiveRefusal, resumes
 from relay.store import StoreError
 
@@ -58,8 +59,8 @@ def mint(store, client_key_hash, spec, now):
         "field_mask": list(spec.field_mask) if spec.field_mask is not None else None,
     }
     store.put_record(RECORD_KIND, hash_token(token), record, spec.expire_time)
-    return {"name": token, "expireTime": rfc3339(spec.expire_time),
-            "newSessionExpireTime": rfc3339(spec.new_session_expire_time), "uses": spec.uses}
+    return {"name": token, "expireTime": format_timestamp(spec.expire_time),
+            "newSessionExpireTime": format_timestamp(spec.new_session_expire_time), "uses": spec.uses}
 
 
 def look_up(store, authenticator, token, now):

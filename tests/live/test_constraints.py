@@ -3,7 +3,9 @@
 import pytest
 
 from relay.errors import InvalidArgument
-from relay.live.constraints import TokenSpec, apply_constraints, locked_model, parse_rfc3339, rfc3339, token_request
+from relay.gemini.timestamps import format_timestamp as rfc3339
+from relay.gemini.timestamps import parse_timestamp as parse_rfc3339
+from relay.live.constraints import TokenSpec, apply_constraints, locked_model, token_request
 
 NOW = 1_800_000_000.0
 

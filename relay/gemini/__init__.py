@@ -1,2 +1,3 @@
 """This package provides pure Gemini protocol knowledge (no Flask, no requests, no I/O): the table of
-methods, and byte-exact framing of Gemini's SSE and JSON-array streams."""
+methods, the system parameters and headers relay passes on or refuses, Google's timestamps, and
+byte-exact framing of Gemini's SSE and JSON-array streams."""

@@ -1,1 +1,2 @@
-"""This package provides what tells an operator what relay is doing: the JSON access log and Prometheus metrics."""
+"""This package provides what tells an operator what relay is doing: JSON log lines, the access log and
+Prometheus metrics."""

@@ -1,2 +1,3 @@
-"""This package provides the request pipeline every front door shares: the Call, forwarding with failover,
-relaying bodies back (streams event by event), and noticing a caller who hangs up."""
+"""This package provides the request pipeline every front door shares: beginning a Call, reading its body,
+the shared steps (model, limits, plugins, owned resources), forwarding with failover, relaying answers back
+through the door's encoder (streams event by event), streamed uploads, and noticing a caller who hangs up."""

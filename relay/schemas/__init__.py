@@ -1,4 +1,5 @@
-"""This package provides relay's request schemas (marshmallow) and the one validation entry point."""
+"""This package provides relay's Gemini request schemas (marshmallow, shared base for the OpenAI door's) and
+the one validation entry point."""
 
 from relay.errors import bad_request
 from relay.schemas.base import check, flatten_errors

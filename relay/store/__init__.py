@@ -1,4 +1,5 @@
-"""This module provides open_store, which picks the shared-state backend, and re-exports the store API."""
+"""This package provides the shared state (SQLite on one box, Redis across instances): open_store picks the
+backend, and the store API is re-exported here."""
 
 from relay.store.base import KeyExists, Store, StoreError
 

@@ -22,6 +22,11 @@ from relay.errors import InvalidArgument
 
 RECEIVE_BYTES = 65536  # more than a TLS record (16 KB): one read drains what TLS decrypted
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Messages read from the caller and not yet passed upstream: past this, the caller is sending faster than
+# the session can relay (a few seconds of audio and video are a few hundred KB).
+MAX_QUEUED_BYTES = 32 * 1024 * 1024
+POLICY_VIOLATION = 1008
+QUEUE_FULL = "Messages arrive faster than the session can relay them; send at the rate of the media."
 # Each message is one write: Nagle's algorithm would only hold small frames (audio) back.
 SOCKET_OPTIONS = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
                   (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 20), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
@@ -53,6 +58,27 @@ class _WholeWrites:
         return getattr(self._sock, name)
 
 
+class _BoundedServer(simple_websocket.Server):
+    """simple-websocket's server, except that its reader ends a session whose caller has more than
+    ``MAX_QUEUED_BYTES`` of messages waiting: a caller who sends faster than the upstream takes its frames
+    would otherwise grow the worker without bound.  The session closes with 1008 and the queue is dropped.
+
+    ``_handle_events`` (simple-websocket 1.1, pinned) is where its reader thread queues each whole message."""
+
+    def _handle_events(self):
+        keep_going = super()._handle_events()
+        if keep_going and sum(map(len, self.input_buffer)) > MAX_QUEUED_BYTES:
+            self.input_buffer.clear()
+            self.close_reason, self.close_message = POLICY_VIOLATION, QUEUE_FULL
+            try:
+                self.close(POLICY_VIOLATION, QUEUE_FULL)
+            except (simple_websocket.ConnectionClosed, OSError):
+                pass
+            self.event.set()  # wake the receiver: the session ends
+            return False
+        return keep_going
+
+
 class ClientSocket:
     """One caller's WebSocket: receive and send messages (str: text frame, bytes: binary frame), close once."""
 
@@ -66,7 +92,7 @@ class ClientSocket:
         environ = {name: value for name, value in environ.items() if name != "HTTP_SEC_WEBSOCKET_EXTENSIONS"}
         environ["gunicorn.socket"] = _WholeWrites(sock)
         try:
-            self._ws = simple_websocket.Server(environ, receive_bytes=RECEIVE_BYTES, max_message_size=MAX_MESSAGE_BYTES)
+            self._ws = _BoundedServer(environ, receive_bytes=RECEIVE_BYTES, max_message_size=MAX_MESSAGE_BYTES)
         except (RemoteProtocolError, simple_websocket.ConnectionError) as error:
             # Nothing was sent yet: the caller gets an ordinary HTTP 400.
             raise InvalidArgument(f"Not a valid WebSocket upgrade: {error}") from None

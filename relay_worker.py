@@ -61,7 +61,10 @@ class RelayWorker(GeventWorker):
         finally:
             self._serving.pop(sock, None)
             if getattr(req.body, "failed", False):
-                _linger(sock)
+                try:
+                    _linger(sock)  # answered before the whole body arrived: let the caller read the answer
+                except OSError:
+                    pass  # the caller went quiet or away: gunicorn closes the connection either way
 
     def handle_exit(self, sig, frame):
         winding_down = not self.alive
@@ -129,27 +132,6 @@ def http_problem(exc):
         if isinstance(exc, classes):
             return code, status, message
     return 500, "INTERNAL", "Internal error encountered."
-
-
-LINGER_BYTES = 64 * 1024
-LINGER_SECONDS = 2.0
-
-
-def _linger(sock):
-    """After an early answer (a 413, a framing 400) to a caller still sending its body: stop writing, read and
-    drop what is in flight for a moment, then close.  Closing at once would reset the connection, and a reset
-    can destroy the answer before the caller has read it."""
-    try:
-        sock.shutdown(socket.SHUT_WR)
-        with gevent.Timeout(LINGER_SECONDS, False):
-            drained = 0
-            while drained < LINGER_BYTES:
-                data = sock.recv(8192)
-                if not data:
-                    break
-                drained += len(data)
-    except OSError:
-        pass
 
 
 class OneWriteResponse(wsgi.Response):

@@ -90,6 +90,10 @@ class DeadlineExceeded(RelayError):
     message = "Deadline expired before operation could complete."
 
 
+JSON_CONTENT_TYPE = "application/json; charset=UTF-8"
+JSON_HEADERS = {"Content-Type": JSON_CONTENT_TYPE}  # for a view that answers a (body, status, headers) tuple
+
+
 def render_json(obj):
     """Serialise like Google: 2-space indent, ``": "`` separators, non-ASCII kept, trailing newline."""
     return (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode()

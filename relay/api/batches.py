@@ -29,7 +29,6 @@ bp = Blueprint("batches", __name__)
 
 BATCH_TTL = 7 * 24 * 3600.0  # kept a week after relay last saw the batch (they run up to 48 h)
 ACTIONS = {("GET", ""): "get", ("POST", "cancel"): "cancel", ("DELETE", ""): "delete"}
-JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}
 
 
 @bp.get(f"/{VERSION}/batches")

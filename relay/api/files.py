@@ -15,13 +15,12 @@ from relay import ownership
 from relay.api.lifecycle import respond
 from relay.api.routing import VERSION
 from relay.clients import batch_usage
-from relay.errors import MethodNotAllowed, NotFound, render_json
+from relay.errors import JSON_HEADERS, MethodNotAllowed, NotFound, render_json
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin
 
 bp = Blueprint("files", __name__)
 
-JSON_HEADERS = {"Content-Type": "application/json; charset=UTF-8"}
 # Fields relay keeps in a file's record besides its owner: not the resource, and never shown to callers.
 RECORD_FIELDS = ("upstream", "key_id", "client", "resource")
 

@@ -12,7 +12,7 @@ from flask import Blueprint, request
 
 from relay import ownership
 from relay.api import batches, media, openai
-from relay.errors import MethodNotAllowed, NotFound, bad_request, render_json
+from relay.errors import JSON_HEADERS, MethodNotAllowed, NotFound, bad_request, render_json
 from relay.gemini.methods import MODEL_METHODS, generate_request, method_named
 from relay.plugins import PluginContext
 from relay.api.lifecycle import respond
@@ -83,8 +83,7 @@ def get_model(version, collection, model):
         raise MethodNotAllowed(f"Method GET is not allowed for {method}; it takes POST.", headers={"Allow": "POST"})
     model = checked_id(model, "model", MODEL_ID)
     services, call = begin(version, f"{collection}.get", requested_model=model)
-    ctx = PluginContext(method=call.method, requested_model=model)
-    call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
+    ctx = steps.resolve(services, call, call.method, model)
     call.resource = f"{collection}/{call.upstream_model}"
     if call.upstream_model != model:
         call.inspect = lambda call, body: rewrite_models(services, ctx, call, body)
@@ -96,17 +95,15 @@ def cached_contents(version):
     if request.method == "GET":
         services, call = begin(version, "cachedContents.list", resource="cachedContents")
         if services.settings.managed:
-            return ownership.listing(services, call), 200, {"Content-Type": "application/json; charset=UTF-8"}
+            return ownership.listing(services, call), 200, JSON_HEADERS
         return respond(forward(call, services))
     services, call = begin(version, "cachedContents.create", resource="cachedContents")
     raw = read_body()
     body = parse_json(raw)
     validate_body("cachedContents.create", body, memory=services.validated, pause=pause_for_others)
     model = str(body.get("model", "")).removeprefix("models/")
-    ctx = PluginContext(method=call.method, requested_model=model)
-    call.requested_model = model
-    call.upstream_model = ctx.upstream_model = services.plugins.resolve_model(ctx, model)
-    services.limits.admit(call)  # a cache costs tokens: the key's allowlist and request limits apply
+    ctx = steps.resolve(services, call, call.method, model)
+    steps.admit(services, call)  # a cache costs tokens: the key's allowlist and request limits apply
     ownership.pin(services, call, services.plugins.pinned_resources(ctx, body))  # files it caches
     changed = call.upstream_model != model
     if changed:

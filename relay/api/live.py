@@ -11,20 +11,20 @@ import time
 from flask import Blueprint, Response, current_app, g, request
 
 from relay.api.lifecycle import respond
+from relay.api.routing import VERSION
 from relay.clients.auth import hash_key, presented_key
-from relay.errors import InvalidArgument, RelayError, render_json
+from relay.errors import JSON_HEADERS, InvalidArgument, RelayError, render_json
 from relay.live import constraints, tokens
 from relay.live.registry import LiveSessions
 from relay.live.session import LiveSession
+from relay.pipeline import steps
 from relay.pipeline.body import parse_json, read_body
 from relay.pipeline.forward import forward
 from relay.pipeline.request import begin
-from relay.plugins import PluginContext
 from relay.services import current
 
 bp = Blueprint("live", __name__)
 
-VERSION = "<any(v1beta, v1, v1alpha):version>"
 RPC = "<any(BidiGenerateContent, BidiGenerateContentConstrained):rpc>"
 LIVE_PATH = f"/ws/google.ai.generativelanguage.{VERSION}.GenerativeService.{RPC}"
 
@@ -71,14 +71,12 @@ def create_auth_token(version):
     if model is not None:
         # The key must be allowed the model it locks its tokens to. A token without a model costs nothing
         # upstream: each session it opens is admitted (allowlist, RPM, caps) as the minting key's own.
-        ctx = PluginContext(method="bidiGenerateContent", requested_model=model)
-        call.requested_model = model
-        call.upstream_model = services.plugins.resolve_model(ctx, model)
-        services.limits.admit(call)
+        steps.resolve(services, call, "bidiGenerateContent", model)
+        steps.admit(services, call)
     minting_key = hash_key(presented_key(request.headers, request.args))
     body = tokens.mint(services.store, minting_key, spec, time.time())
     call.status = 200
-    return render_json(body), 200, {"Content-Type": "application/json; charset=UTF-8"}
+    return render_json(body), 200, JSON_HEADERS
 
 
 def init_app(app):

@@ -8,7 +8,6 @@ answer on the way out (:mod:`relay.pipeline.openai_encoders`).  ``GET /v1/models
 Gemini's route: :func:`models_door` decides which door answers it, for relay.api.gemini too.
 """
 
-import re
 
 import orjson
 from flask import Blueprint, Response, g, request
@@ -25,11 +24,11 @@ from relay.pipeline.openai_encoders import OPENAI_ANSWERS, OPENAI_ERRORS, ChatEn
 from relay.pipeline.request import begin, checked_id
 from relay.pipeline.signatures import SignatureMemory
 from relay.plugins import PluginContext
+from relay.settings import MODEL_ID
 
 bp = Blueprint("openai", __name__)
 
 UPSTREAM_VERSION = "v1beta"  # what Google's own compatibility layer calls: every model and feature
-MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 PAGE_SIZE = "1000"
 MAX_PAGES = 20  # 20,000 models: a listing that pages on past it is not Google's
 # Paths that are OpenAI's whatever the caller sent, so even a 404 or 405 there is OpenAI-shaped.
@@ -72,7 +71,6 @@ def chat_completions():
     steps.prepare(services, call, ctx, chat.body)
     call.stream, call.query = ("sse", [("alt", "sse")]) if chat.stream else (None, [])
     call.resource = f"models/{call.upstream_model}:{chat.method}"
-    call.headers["Content-Type"] = "application/json"
     call.body = orjson.dumps(chat.body)
     call.encoder = ChatEncoder(chat, memory)
     return respond(forward(call, services))
@@ -89,7 +87,6 @@ def embeddings():
     embeddings_call = translate_embeddings(body, upstream_model=call.upstream_model)
     steps.admit(services, call)
     call.query, call.resource = [], f"models/{call.upstream_model}:batchEmbedContents"
-    call.headers["Content-Type"] = "application/json"
     answers, failed = steps.forward_each(services, call, ctx, embeddings_call.batches)
     if failed is not None:
         return respond(failed)
@@ -98,7 +95,6 @@ def embeddings():
 
 @bp.get("/v1beta/openai/models")
 def list_models():
-    g.encoder = OPENAI_ERRORS  # also when relay.api.gemini hands /v1/models over
     services, call = begin(UPSTREAM_VERSION, "models.list", resource="models")
     call.encoder = OPENAI_ANSWERS
     pages, failed = steps.forward_pages(services, call, [("pageSize", PAGE_SIZE)], MAX_PAGES)
@@ -112,7 +108,6 @@ def list_models():
 
 @bp.get("/v1beta/openai/models/<model>")
 def retrieve_model(model):
-    g.encoder = OPENAI_ERRORS
     model = checked_id(model.removeprefix("models/"), "model", MODEL_ID)
     services, call = begin(UPSTREAM_VERSION, "models.get", requested_model=model)
     call.encoder = OPENAI_ANSWERS

@@ -14,6 +14,7 @@ import os
 from flask import Blueprint, Response, jsonify, request
 
 from relay.clients.auth import require_admin_token
+from relay.errors import JSON_CONTENT_TYPE
 from relay.observability import metrics
 from relay.services import current
 from relay.store import StoreError
@@ -69,7 +70,7 @@ def prometheus():
 @bp.get("/openapi.json")
 def openapi():
     """relay's own surface (Gemini routes, ops, admin) as OpenAPI 3.1; public, like Google's discovery docs."""
-    return Response(openapi_document(), content_type="application/json; charset=UTF-8")
+    return Response(openapi_document(), content_type=JSON_CONTENT_TYPE)
 
 
 @bp.get("/debug/runtime")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from relay.errors import bad_request
 from relay.gemini.timestamps import parse_timestamp
+from relay.settings import MODEL_ID
 
 DEFAULT_USES = 1
 DEFAULT_EXPIRE_SECONDS = 30 * 60
@@ -22,7 +23,6 @@ DEFAULT_NEW_SESSION_SECONDS = 60
 MAX_AHEAD_SECONDS = 20 * 3600
 MAX_USES = 1_000_000
 FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
-MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 # Fields that stay the session's own under a whole-setup lock: which conversation to resume.
 UNLOCKED = ("sessionResumption", "session_resumption")
 

@@ -6,9 +6,10 @@ seemingly in binary frames.  relay reads only the first client message (``setup`
 carry ``usageMetadata``; every other frame passes through untouched.
 """
 
-import re
 
 import orjson
+
+from relay.settings import MODEL_ID
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -21,7 +22,6 @@ TRY_AGAIN_LATER = 1013
 MAX_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125 bytes, 2 of them the code
 # Codes that may not be sent in a close frame (RFC 6455 §7.4.1): they only describe a closure locally.
 UNSENDABLE = {NO_STATUS, ABNORMAL, 1015}
-MODEL_ID = re.compile(r"[A-Za-z0-9._-]{1,256}")
 # Usage fields Live reports per turn, summed over the session (responseTokenCount is Live's candidates count).
 USAGE_COUNTS = ("promptTokenCount", "responseTokenCount", "cachedContentTokenCount", "thoughtsTokenCount",
                 "toolUsePromptTokenCount", "totalTokenCount")

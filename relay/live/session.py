@@ -31,8 +31,8 @@ from relay.live.protocol import (
 )
 from relay.live.registry import SHUTDOWN_REASON
 from relay.live.upstream import PING_SECONDS, UpstreamLost, connect
+from relay.pipeline import steps
 from relay.pipeline.forward import Call
-from relay.plugins import PluginContext
 
 log = logging.getLogger("relay.live")
 
@@ -147,9 +147,7 @@ class LiveSession:
     def _resolve(self, setup):
         """Resolve setup.model as REST routes resolve theirs (suffixes, aliases) and let plugins set its config."""
         model = requested_model(setup)
-        ctx = PluginContext(method="bidiGenerateContent", requested_model=model)
-        self.call.requested_model = model
-        self.call.upstream_model = ctx.upstream_model = self.services.plugins.resolve_model(ctx, model)
+        ctx = steps.resolve(self.services, self.call, "bidiGenerateContent", model)
         self.services.plugins.rewrite_request(ctx, setup)
         setup["model"] = f"models/{self.call.upstream_model}"
 
@@ -159,7 +157,7 @@ class LiveSession:
             raise LiveRefusal(TRY_AGAIN_LATER, f"RESOURCE_EXHAUSTED: this relay key has {client.live_sessions} "
                                                "Live sessions open, its limit; close one first.", 429)
         try:
-            self.services.limits.admit(self.call)
+            steps.admit(self.services, self.call)
         except RelayError as error:
             self.registry.release(self.id)
             raise refusal_for(error) from None

@@ -20,18 +20,15 @@ from relay.errors import RelayError
 from relay.live.protocol import (
     INTERNAL, TRY_AGAIN_LATER, LiveRefusal, judge_close, parse_close, refusal_for, sendable,
 )
+from relay.live.client_socket import SOCKET_OPTIONS
 from relay.live.tokens import TOKEN_PREFIX
-from relay.pipeline.forward import call_secrets, plan_targets, scrub
+from relay.pipeline.forward import judge_error_body, plan_targets
 from relay.upstream.pool import KEYS_REFUSED
-from relay.upstream.verdict import classify_error, google_error
 
 SETUP_TIMEOUT = 30.0  # seconds from the upgrade to Google's answer to setup
 PING_SECONDS = 20.0  # google-genai's (websockets') default ping interval
 ERROR_BODY_LIMIT = 64 * 1024
 FORWARD_HEADERS = ("User-Agent", "X-Goog-Api-Client")
-KEEPALIVE = ((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), (socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 60),
-             (socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 20), (socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3),
-             (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1))
 OPCODES = {websocket.ABNF.OPCODE_TEXT: "text", websocket.ABNF.OPCODE_BINARY: "binary",
            websocket.ABNF.OPCODE_CLOSE: "close"}
 CONNECTION_ERRORS = (websocket.WebSocketException, OSError)
@@ -199,7 +196,7 @@ def dial(session, target):
     timeout = target.upstream.connect_timeout or settings.connect_timeout
     ws = websocket.create_connection(
         live_url(target.upstream.url, session.call.version, rpc), timeout=timeout, header=headers, suppress_origin=True,
-        sockopt=KEEPALIVE, enable_multithread=True, skip_utf8_validation=True, http_no_proxy=["*"],
+        sockopt=SOCKET_OPTIONS, enable_multithread=True, skip_utf8_validation=True, http_no_proxy=["*"],
     )
     ws.settimeout(SETUP_TIMEOUT)
     return UpstreamSocket(ws)
@@ -207,12 +204,9 @@ def dial(session, target):
 
 def handshake_refused(session, target, refused):
     """A non-101 answer to the upgrade, judged like a REST error answer (relay.upstream.verdict)."""
-    call, services = session.call, session.services
-    body = scrub((refused.resp_body or b"")[:ERROR_BODY_LIMIT], call_secrets(call, target))
-    error = google_error(body)
-    verdict = classify_error(refused.status_code, error)
-    services.record(call, target, verdict.outcome, retry_delay=verdict.retry_delay,
-                    model=call.upstream_model if verdict.per_model else None, reason=verdict.reason)
+    call = session.call
+    answered = (refused.resp_body or b"")[:ERROR_BODY_LIMIT]
+    _, error, verdict = judge_error_body(call, session.services, target, refused.status_code, answered)
     call.upstream_status = refused.status_code
     message = (error or {}).get("message") or f"the upstream answered HTTP {refused.status_code} to the upgrade."
     status = (error or {}).get("status") or "UNAVAILABLE"

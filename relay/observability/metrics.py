@@ -1,6 +1,7 @@
 """This module provides relay's Prometheus metrics, counted across all gunicorn workers.
 
-gunicorn.conf.py points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker starts, so
+relay_worker.start_up points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker starts
+(unless the operator set one), so
 prometheus_client runs in multiprocess mode and ``/metrics`` sums every worker.  Labels are bounded and
 never secret: route templates, model names, upstream names, outcomes, status codes — no keys, no key ids.
 Model names come from callers, so :func:`model_label` bounds them: a caller relay did not authenticate

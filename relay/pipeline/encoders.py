@@ -8,6 +8,7 @@ as received; the OpenAI front door's encoders translate.
 
 import orjson
 
+from relay.errors import JSON_CONTENT_TYPE
 from relay.gemini import framing
 
 
@@ -18,7 +19,8 @@ class GeminiEncoder:
     translates_units = False  # relay_stream yields the upstream's units untouched, at no cost per event
 
     def unit(self, call, payload):
-        """The bytes the caller gets for one stream unit's JSON ``payload`` (only when translates_units)."""
+        """The bytes the caller gets for one stream unit's JSON ``payload`` (only when translates_units); it also
+        sets ``call.usage`` to the unit's top-level ``usageMetadata`` when it has one."""
         raise NotImplementedError
 
     def stream_error(self, call, error, splitter):
@@ -43,7 +45,7 @@ class GeminiEncoder:
     def render_error(self, call, error):
         """(status, content type, body) for a RelayError raised before anything was sent."""
         body = error.to_json()
-        content_type = "application/json; charset=UTF-8"
+        content_type = JSON_CONTENT_TYPE
         if call is not None and call.stream == "array":
             body = b"[" + body + b"]"
         elif call is not None and call.stream == "sse":

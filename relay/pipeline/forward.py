@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from relay.pipeline import clientwatch
 from relay.gemini import framing
 from relay.gemini.methods import accounts_usage
-from relay.errors import DeadlineExceeded, RelayError, Unavailable
+from relay.errors import JSON_CONTENT_TYPE, DeadlineExceeded, RelayError, Unavailable
 from relay.pipeline.encoders import GEMINI
 from relay.pipeline.streams import StreamBody, relay_stream, relay_unary_chunks
 from relay.upstream.http import READ_ERRORS, UpstreamFailure, iter_body, read_limited, send
@@ -231,12 +231,20 @@ def open_upstream(call, services):
 def judge_error(call, services, target, response, steered):
     """Read an upstream error answer, judge it (see relay.upstream.verdict) and record the verdict for the key:
     (Verdict, UpstreamError)."""
-    error_body = scrub(read_limited(response, ERROR_BODY_LIMIT), call_secrets(call, target))
-    error = google_error(error_body)
-    verdict = classify_error(response.status_code, error, steered=steered)
+    error_body, error, verdict = judge_error_body(call, services, target, response.status_code,
+                                                  read_limited(response, ERROR_BODY_LIMIT), steered)
+    return verdict, UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
+
+
+def judge_error_body(call, services, target, status, body, steered=False):
+    """Judge an upstream error answer's (at most ERROR_BODY_LIMIT) ``body`` for the key that got it and record
+    the verdict: (the body with keys scrubbed, Google's error object or None, Verdict).  REST and Live share it."""
+    body = scrub(body[:ERROR_BODY_LIMIT], call_secrets(call, target))
+    error = google_error(body)
+    verdict = classify_error(status, error, steered=steered)
     services.record(call, target, verdict.outcome, retry_delay=verdict.retry_delay,
                     model=call.upstream_model if verdict.per_model else None, reason=verdict.reason)
-    return verdict, UpstreamError(response.status_code, response.headers, error_body, google_shaped=error is not None)
+    return body, error, verdict
 
 
 def route_header(call):
@@ -285,7 +293,7 @@ def upstream_error_response(call, error):
         raise UpstreamHttpError(error.status, f"The upstream answered HTTP {error.status} without a Google error body.")
     headers = response_headers(error.headers, call)
     if not any(name.lower() == "content-type" for name, _ in headers):
-        headers.append(("Content-Type", "application/json; charset=UTF-8"))
+        headers.append(("Content-Type", JSON_CONTENT_TYPE))
     return Reply(*call.encoder.upstream_error(call, error.status, headers, error.body))
 
 

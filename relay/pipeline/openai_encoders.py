@@ -81,6 +81,9 @@ class ChatEncoder(OpenAIErrors):
             raise framing.FramingError("an SSE event is not JSON") from None
         if not isinstance(event, dict):
             raise framing.FramingError("an SSE event is not a JSON object")
+        usage = event.get("usageMetadata")
+        if isinstance(usage, dict):
+            call.usage = usage  # what framing.find_usage would have read, without parsing the event again
         translated = self.chat_stream.translate(event)
         if _finishes(event):
             self.memory.remember(self.chat_stream.pop_signatures())  # before the client sees finish_reason

@@ -71,12 +71,12 @@ def relay_stream(call, upstream):
                 for unit in splitter.feed(chunk):
                     if call.first_byte_ms is None:
                         call.first_byte_ms = (time.perf_counter() - call.started) * 1000
-                    usage = _unit_usage(unit, payload_of)
-                    if usage is not None:
-                        call.usage = usage
                     if translate is None:
+                        usage = _unit_usage(unit, payload_of)
+                        if usage is not None:
+                            call.usage = usage
                         yield unit
-                    else:
+                    else:  # the encoder parses the unit anyway, and takes its usage from what it parsed
                         translated = translate(call, payload_of(unit))
                         if translated:
                             yield translated

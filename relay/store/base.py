@@ -4,6 +4,8 @@ import abc
 import functools
 import math
 
+import orjson
+
 BLOCKED_STATES = ("cooling", "disabled")
 # The kinds of upstream resources whose owner relay records (relay.ownership); the names are Google's
 # collection names, except "uploads": relay's own ids for resumable upload sessions.
@@ -189,16 +191,15 @@ class Store(abc.ABC):
 
     # Live sessions: small expiring records (ephemeral tokens) and leases (concurrent sessions per key)
 
-    @abc.abstractmethod
     def put_record(self, kind: str, name: str, record: dict, expire_at: float) -> None:
-        """Store a small JSON-able record under (kind, name) until `expire_at`, replacing any there.
+        """Store a small JSON-able record under (kind, name) until `expire_at`, replacing any there: one of
+        the short-lived values (see put_values)."""
+        self.put_values({_record_name(kind, name): orjson.dumps(record).decode()}, expire_at)
 
-        The backend may drop it at expire_at by the wall clock, to reclaim space.
-        """
-
-    @abc.abstractmethod
     def get_record(self, kind: str, name: str, now: float) -> dict | None:
         """Return the record, or None when missing or expired (expire_at <= now)."""
+        value = self.get_values([_record_name(kind, name)], now).get(_record_name(kind, name))
+        return orjson.loads(value) if value is not None else None
 
     @abc.abstractmethod
     def acquire_lease(self, group: str, holder: str, limit: int, until: float, now: float) -> bool:
@@ -260,6 +261,10 @@ class Store(abc.ABC):
 
 
 _INTERFACE = tuple(sorted(Store.__abstractmethods__))
+
+
+def _record_name(kind, name):
+    return f"record:{kind}:{name}"
 
 
 def _translating_errors(method, store_class):

@@ -330,18 +330,6 @@ class RedisStore(Store):
 
     # Live sessions
 
-    def put_record(self, kind, name, record, expire_at):
-        # The wall-clock TTL only reclaims memory; get_record judges expiry by the caller's `now`.
-        self._redis().set(self._key("record", kind, name), orjson.dumps({"record": record, "expire_at": expire_at}),
-                          pxat=max(1, int(expire_at * 1000)))
-
-    def get_record(self, kind, name, now):
-        stored = self._redis().get(self._key("record", kind, name))
-        if stored is None:
-            return None
-        entry = orjson.loads(stored)
-        return entry["record"] if entry["expire_at"] > now else None
-
     def acquire_lease(self, group, holder, limit, until, now):
         arguments = [holder, int(limit), repr(until), repr(now)]
         return bool(self._run("acquire_lease", [self._key("leases", group)], arguments))

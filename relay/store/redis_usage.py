@@ -23,11 +23,13 @@ from typing import NamedTuple
 
 import orjson
 
-from relay.store.base import TOKEN_FIELDS, check_usage_group, normalize_usage_row, usage_sort_key
+from relay.store.base import (
+    TOKEN_FIELDS, USAGE_WINDOW_ALIGN_S, check_usage_group, normalize_usage_row, usage_sort_key,
+)
 
 # The raw rows kept (newest by ts); totals never depend on it for a `since` on a whole hour.
 USAGE_ROWS_CAP = 100_000
-DAY_S, HOUR_S = 86400, 3600
+DAY_S, HOUR_S = 86400, USAGE_WINDOW_ALIGN_S  # totals per UTC day, and per hour: the finest usage window
 # The packed counters, in order; each combination's row counts once in "requests".
 PACKED_COUNTERS = ("requests", *TOKEN_FIELDS)
 

@@ -254,16 +254,6 @@ class SqliteStore(Store):
 
     # Live sessions
 
-    def put_record(self, kind, name, record, expire_at):
-        with self._write() as connection:
-            connection.execute("DELETE FROM records WHERE expire_at <= ?", (time.time(),))
-            connection.execute("INSERT OR REPLACE INTO records (kind, name, record, expire_at) VALUES (?, ?, ?, ?)",
-                               (kind, name, orjson.dumps(record), expire_at))
-
-    def get_record(self, kind, name, now):
-        rows = self._read("SELECT record FROM records WHERE kind = ? AND name = ? AND expire_at > ?", (kind, name, now))
-        return orjson.loads(rows[0][0]) if rows else None
-
     def acquire_lease(self, group, holder, limit, until, now):
         with self._write() as connection:
             connection.execute("DELETE FROM leases WHERE grp = ? AND until <= ?", (group, now))

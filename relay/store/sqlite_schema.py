@@ -32,9 +32,6 @@ CREATE TABLE IF NOT EXISTS usage (
     route TEXT, door TEXT, batch INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS usage_ts ON usage (ts);
 CREATE INDEX IF NOT EXISTS usage_client_ts ON usage (client, ts);
-CREATE TABLE IF NOT EXISTS records (
-    kind TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL, expire_at REAL NOT NULL, PRIMARY KEY (kind, name));
-CREATE INDEX IF NOT EXISTS records_expire_at ON records (expire_at);
 CREATE TABLE IF NOT EXISTS leases (grp TEXT NOT NULL, holder TEXT NOT NULL, until REAL NOT NULL, PRIMARY KEY (grp, holder));
 """
 

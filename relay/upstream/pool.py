@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from relay.config import Upstream
 from relay.errors import NotFound, ResourceExhausted, Unavailable, retry_info
 from relay.store import StoreError
+from relay.store.base import BLOCKED_STATES
 
 log = logging.getLogger("relay.pool")
 
@@ -228,7 +229,7 @@ class Pool:
                 state = dict(states.get(key_id(upstream.name, key), {}))
                 stored_state = state.pop("state", None) or "healthy"
                 until = state.pop("until", None) or 0
-                blocked = stored_state in ("cooling", "disabled") and until > now
+                blocked = stored_state in BLOCKED_STATES and until > now
                 prefix = key_id(upstream.name, key) + SCOPE_SEPARATOR
                 model_cooldowns = [
                     {"model": scoped.removeprefix(prefix), "until": entry["until"]}
